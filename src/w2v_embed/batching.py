@@ -1,0 +1,36 @@
+"""Group chunks of similar length into padded batches.
+
+Padding costs compute, so chunks are sorted by length before they are cut into batches; the
+exported graph makes every row exact whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def make_batches(lengths: Sequence[int], max_rows: int, max_samples: int) -> list[list[int]]:
+    """Indices into `lengths`, longest first, cut so that rows x longest <= max_samples (a too-long one alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_rows or (len(current) + 1) * longest > max_samples):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded [rows, longest] float32 batch and the int64 valid lengths."""
+    lengths = np.array([len(s) for s in signals], dtype=np.int64)
+    batch = np.zeros((len(signals), int(lengths.max())), dtype=np.float32)
+    for row, signal in enumerate(signals):
+        batch[row, : len(signal)] = signal
+    return batch, lengths

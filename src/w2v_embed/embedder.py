@@ -1,0 +1,186 @@
+"""In-memory embedding: signals in, per-layer features out. `extract` and notebooks share this path.
+
+The stream engine normalises each whole signal, cuts it into chunks on the frame grid, batches
+chunks of similar length across signals, runs the model and pools each file's kept frames as they
+arrive, so memory is bounded by the lookahead window, not by file length or corpus size.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from .audio import TARGET_SAMPLE_RATE, normalize
+from .batching import make_batches, pad_batch
+from .chunking import Chunk, plan_chunks, seconds_to_frames
+from .errors import UsageError, W2VEmbedError
+from .pooling import POOLING_MODES, Pooler
+from .runtime import OnnxModel, default_model_path
+
+K = TypeVar("K", bound=Hashable)
+Features = dict[int, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What to compute and how to cut it; defaults suit speech corpora of seconds to hours."""
+
+    layers: str | Sequence[int] = "last"  # "last", "all", "6,12" or a sequence of ints
+    pool: str = "mean"  # mean | max | meanstd | none
+    chunk_seconds: float = 30.0  # files longer than this are chunked; 0 disables chunking
+    context_seconds: float = 3.0  # extra audio on each side of a chunk, discarded after inference
+    batch_size: int = 16  # most chunks in one batch
+    max_batch_seconds: float = 60.0  # most padded audio in one batch
+    lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
+
+
+def parse_layers(spec: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """'last' | 'all' | '6,12' | [6, 12] → sorted unique layer numbers in 0..num_layers (negatives count from the end)."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "last":
+            return (num_layers,)
+        if text == "all":
+            return tuple(range(num_layers + 1))
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise UsageError(f"--layers {spec!r}: expected 'last', 'all' or numbers like 6,12") from exc
+    else:
+        values = [int(v) for v in spec]
+    if not values:
+        raise UsageError("--layers: no layer given")
+    out = set()
+    for value in values:
+        layer = value + num_layers + 1 if value < 0 else value
+        if not 0 <= layer <= num_layers:
+            raise UsageError(f"--layers: layer {value} does not exist (this model has layers 0..{num_layers})")
+        out.add(layer)
+    return tuple(sorted(out))
+
+
+def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Accept (samples,) or (samples, channels) at any rate, like soundfile returns it."""
+    import soxr
+
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=1, dtype=np.float32)
+    if x.ndim != 1:
+        raise W2VEmbedError(f"audio must be (samples,) or (samples, channels), got shape {x.shape}")
+    if sample_rate != TARGET_SAMPLE_RATE:
+        x = soxr.resample(x, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
+    return x
+
+
+@dataclass
+class _Piece:
+    key: Hashable
+    index: int
+    chunk: Chunk
+    signal: np.ndarray
+
+
+class Embedder:
+    """Embed audio with an exported model: `Embedder("models/x.onnx").embed(audio, sr)`."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        options: EmbedOptions = EmbedOptions(),
+    ) -> None:
+        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads)
+        self.info = self.model.info
+        self._configure(options)
+
+    def _configure(self, options: EmbedOptions) -> None:
+        if options.pool not in POOLING_MODES:
+            raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
+        if options.chunk_seconds < 0 or options.context_seconds < 0:
+            raise UsageError("--chunk-seconds and --context-seconds must be >= 0")
+        if options.batch_size < 1 or options.max_batch_seconds <= 0:
+            raise UsageError("--batch-size must be >= 1 and --max-batch-seconds > 0")
+        self.options = options
+        self.layers = parse_layers(options.layers, self.info.num_layers)
+        self.model.prepare(max(self.layers))
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> Features:
+        """Features of one in-memory signal: {layer: pooled (D,) or frames (T, D)}."""
+        ((_, result),) = list(self.embed_stream([(0, to_mono_16k(audio, sample_rate))]))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def embed_stream(self, items: Iterable[tuple[K, np.ndarray]]) -> Iterator[tuple[K, Features | W2VEmbedError]]:
+        """(key, 16 kHz mono signal) in → (key, features or the reason it failed) out, as files complete."""
+        opts = self.options
+        sr = self.info.sample_rate
+        grid = self.info.grid
+        chunk_frames = seconds_to_frames(opts.chunk_seconds, grid, sr)
+        context_frames = seconds_to_frames(opts.context_seconds, grid, sr)
+        lookahead = max(opts.lookahead_seconds, opts.max_batch_seconds) * sr
+        poolers: dict[Hashable, dict[int, Pooler]] = {}
+        remaining: dict[Hashable, int] = {}
+        queue: list[_Piece] = []
+        queued = 0
+        for key, signal in items:
+            try:
+                signal = self._check(signal)
+            except W2VEmbedError as exc:
+                yield key, exc
+                continue
+            chunks = plan_chunks(len(signal), grid, chunk_frames, context_frames)
+            poolers[key] = {layer: Pooler(opts.pool) for layer in self.layers}
+            remaining[key] = len(chunks)
+            queue.extend(_Piece(key, i, c, signal[c.start : c.stop]) for i, c in enumerate(chunks))
+            queued += len(signal)
+            if queued >= lookahead:
+                yield from self._run_queue(queue, poolers, remaining)
+                queue, queued = [], 0
+        yield from self._run_queue(queue, poolers, remaining)
+
+    def _check(self, signal: np.ndarray) -> np.ndarray:
+        """Reject what the model cannot embed; normalise the whole signal once, before chunking."""
+        signal = np.asarray(signal, dtype=np.float32)
+        field = self.info.grid.receptive_field
+        if len(signal) < field:
+            raise W2VEmbedError(
+                f"too short: {len(signal)} samples at 16 kHz ({len(signal) / 16:.1f} ms); "
+                f"the model needs at least {field} ({field / 16:.0f} ms)"
+            )
+        if not np.isfinite(signal).all():
+            raise W2VEmbedError("audio contains NaN or infinite samples")
+        return normalize(signal) if self.info.do_normalize else signal
+
+    def _run_queue(
+        self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]
+    ) -> Iterator[tuple[Hashable, Features]]:
+        opts = self.options
+        max_samples = int(opts.max_batch_seconds * self.info.sample_rate)
+        for rows in make_batches([len(p.signal) for p in queue], opts.batch_size, max_samples):
+            pieces = [queue[i] for i in rows]
+            batch, lengths = pad_batch([p.signal for p in pieces])
+            outputs = self.model.run(batch, lengths, self.layers)
+            for row, piece in enumerate(pieces):
+                for layer, states in outputs.items():
+                    kept = states[row, piece.chunk.keep_start : piece.chunk.keep_stop]
+                    poolers[piece.key][layer].add(piece.index, kept)
+                remaining[piece.key] -= 1
+                if remaining[piece.key] == 0:
+                    del remaining[piece.key]
+                    yield piece.key, {layer: p.result() for layer, p in poolers.pop(piece.key).items()}
+
+    def with_options(self, **changes: object) -> Embedder:
+        """The same loaded model with other options (e.g. layers=(6,), pool='none')."""
+        clone = copy.copy(self)
+        clone._configure(dataclasses.replace(self.options, **changes))
+        return clone

@@ -1,0 +1,133 @@
+"""The main job: audio files → features of the chosen layers in one HDF5 file.
+
+Data flows one way: discovered files are decoded and resampled in worker threads (ahead of the
+model, so decoding overlaps inference), embedded by the Embedder's chunk/batch/pool engine, and
+written by the FeatureWriter, which keeps finished work safe across crashes and resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from .audio import Decoded, decode
+from .discover import AudioFile
+from .embedder import Embedder
+from .errors import W2VEmbedError
+from .store import FeatureWriter, RunInfo
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Output-side choices; what to compute lives in the Embedder's EmbedOptions."""
+
+    mode: str = "new"  # new | resume | overwrite
+    dtype: str = "float32"  # storage dtype: float32 | float16
+    channel: int | None = None  # None: mean of all channels
+    decode_workers: int = 2
+    decode_ahead: int = 8  # decoded files waiting for the model (bounds memory)
+
+
+@dataclass
+class ExtractSummary:
+    output: Path
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+Progress = Callable[[str, float], None]  # (file name, its seconds of audio), once per finished file
+
+
+def prefetch(func: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[tuple[T, Future[R]]]:
+    """Ordered map over a thread pool with at most `ahead` results in flight (decoders release the GIL)."""
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="decode") as pool:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(func, item)))
+            if len(pending) >= ahead:
+                yield pending.popleft()
+        while pending:
+            yield pending.popleft()
+
+
+def extract(
+    files: list[AudioFile],
+    output: str | Path,
+    embedder: Embedder,
+    options: ExtractOptions = ExtractOptions(),
+    progress: Progress | None = None,
+) -> ExtractSummary:
+    """Embed every file into `output`; bad files are recorded under /failed, never fatal."""
+    started = time.perf_counter()
+    info = embedder.info
+    run_info = RunInfo(
+        model=info.source,
+        model_sha256=info.weights_sha256,
+        layers=embedder.layers,
+        pooling=embedder.options.pool,
+        hidden_size=info.hidden_size,
+        dtype=options.dtype,
+        sample_rate=info.sample_rate,
+        frame_rate=info.frame_rate,
+        frame_center_offset=info.frame_center_offset,
+        chunk_seconds=embedder.options.chunk_seconds,
+        context_seconds=embedder.options.context_seconds,
+    )
+    summary = ExtractSummary(Path(output))
+    decoded: dict[str, Decoded] = {}
+
+    def fail(name: str, reason: str) -> None:
+        writer.add_failure(name, reason)
+        summary.failed += 1
+        summary.failures.append((name, reason))
+        if progress:
+            progress(name, 0.0)
+
+    def load(file: AudioFile) -> Decoded:
+        return decode(file.path, channel=options.channel, target_rate=info.sample_rate)
+
+    def signals() -> Iterator[tuple[str, np.ndarray]]:
+        todo = [f for f in files if f.name not in writer.done]
+        summary.skipped = len(files) - len(todo)
+        for file, future in prefetch(load, todo, options.decode_workers, options.decode_ahead):
+            try:
+                audio = future.result()
+            except W2VEmbedError as exc:
+                fail(file.name, str(exc))
+                continue
+            decoded[file.name] = audio
+            yield file.name, audio.samples
+
+    with FeatureWriter(Path(output), run_info, mode=options.mode) as writer:
+        for name, result in embedder.embed_stream(signals()):
+            audio = decoded.pop(name)
+            if isinstance(result, W2VEmbedError):
+                fail(name, str(result))
+                continue
+            writer.add(name, len(audio.samples), audio.source_sample_rate, result)
+            seconds = len(audio.samples) / info.sample_rate
+            summary.ok += 1
+            summary.audio_seconds += seconds
+            if progress:
+                progress(name, seconds)
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+

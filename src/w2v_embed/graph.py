@@ -1,0 +1,114 @@
+"""The exportable forward pass: a padding-exact re-statement of transformers' Wav2Vec2Model.
+
+Why not trace `Wav2Vec2Model(output_hidden_states=True)` directly: transformers 5 collects hidden
+states through forward hooks, which tracing does not reliably follow (one export differed by ~4), and
+its first GroupNorm normalises over the padded time axis, so a row's features would depend on the
+batch it sits in. This module calls the reference model's own submodules and weights, but owns the
+data flow: it returns every hidden state itself, normalises over valid frames only and masks
+attention, so a row of a padded batch equals the same row run alone.
+
+Imports torch: only the export path uses this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_output_lengths(lengths: torch.Tensor, kernels: list[int], strides: list[int]) -> list[torch.Tensor]:
+    """Valid output frames after each conv layer (0 when the input is shorter than the kernel)."""
+    out = []
+    for kernel, stride in zip(kernels, strides):
+        lengths = torch.clamp(torch.div(lengths - kernel, stride, rounding_mode="floor") + 1, min=0)
+        out.append(lengths)
+    return out
+
+
+def _time_mask(lengths: torch.Tensor, like: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """[batch, time] float mask of valid positions for a tensor whose time axis is `time_dim`."""
+    steps = torch.arange(like.shape[time_dim], device=like.device)
+    return (steps[None, :] < lengths[:, None]).to(like.dtype)
+
+
+def masked_instance_norm(
+    x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """GroupNorm with one group per channel, statistics over valid frames only. x: [B, C, T]."""
+    m = mask[:, None, :]
+    count = torch.clamp(m.sum(dim=2, keepdim=True), min=1.0)
+    mean = (x * m).sum(dim=2, keepdim=True) / count
+    centred = (x - mean) * m
+    var = (centred * centred).sum(dim=2, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + eps) * weight[None, :, None] + bias[None, :, None]
+
+
+class ExportableWav2Vec2(nn.Module):
+    """Wraps a transformers Wav2Vec2Model; forward(input_values, lengths) -> hidden states 0..num_layers.
+
+    Hidden state k follows transformers' numbering: 0 is the input to the first transformer layer,
+    k the output of layer k (for stable-layer-norm models without the encoder's final LayerNorm,
+    which transformers 5 applies only to `last_hidden_state`).
+    """
+
+    def __init__(self, model: nn.Module, num_layers: int | None = None) -> None:
+        super().__init__()
+        config = model.config
+        if getattr(config, "add_adapter", False):
+            raise ValueError("wav2vec2 models with an adapter are not supported")
+        self.model = model
+        self.kernels = list(config.conv_kernel)
+        self.strides = list(config.conv_stride)
+        self.group_norm = config.feat_extract_norm == "group"
+        self.stable = bool(config.do_stable_layer_norm)
+        self.num_layers = config.num_hidden_layers if num_layers is None else num_layers
+
+    def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        model = self.model
+        frame_lengths = conv_output_lengths(lengths, self.kernels, self.strides)
+        x = input_values[:, None, :]
+        for i, layer in enumerate(model.feature_extractor.conv_layers):
+            x = layer.conv(x)
+            if self.group_norm and i == 0:
+                norm = layer.layer_norm
+                x = masked_instance_norm(x, _time_mask(frame_lengths[0], x, 2), norm.weight, norm.bias, norm.eps)
+            elif not self.group_norm:
+                x = layer.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = layer.activation(x)
+        x = x.transpose(1, 2)
+        x = model.feature_projection.projection(model.feature_projection.layer_norm(x))
+
+        valid = _time_mask(frame_lengths[-1], x, 1)  # [B, T]
+        x = x * valid[:, :, None]  # padded frames are zeros, exactly like the conv's own zero padding
+        encoder = model.encoder
+        x = x + encoder.pos_conv_embed(x)
+        if not self.stable:
+            x = encoder.layer_norm(x)
+        # Additive key mask: exp(-1e9) underflows to exactly 0, so padded keys carry no weight.
+        key_bias = ((1.0 - valid) * -1e9)[:, None, None, :]
+
+        states = [x]
+        for layer in encoder.layers[: self.num_layers]:
+            x = self._layer(layer, x, key_bias)
+            states.append(x)
+        return tuple(states)
+
+    def _layer(self, layer: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        if self.stable:
+            x = x + layer.dropout(self._attention(layer.attention, layer.layer_norm(x), key_bias))
+            return x + layer.feed_forward(layer.final_layer_norm(x))
+        x = layer.layer_norm(x + self._attention(layer.attention, x, key_bias))
+        return layer.final_layer_norm(x + layer.feed_forward(x))
+
+    @staticmethod
+    def _attention(attn: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        batch, steps, width = x.shape
+        heads = attn.num_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, steps, heads, attn.head_dim).transpose(1, 2)
+
+        q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
+        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + key_bias
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+        return attn.out_proj(out.transpose(1, 2).reshape(batch, steps, width))

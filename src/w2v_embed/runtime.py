@@ -1,0 +1,179 @@
+"""Run an exported model with ONNX Runtime; read what `extract` needs from its metadata.
+
+The ONNX contract: inputs `input_values` float32 [batch, samples] and `lengths` int64 [batch];
+outputs `hidden_state_0` … `hidden_state_L`, each [batch, frames, hidden]; `metadata_props`
+describe the model so that no checkpoint is needed at extraction time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .chunking import FrameGrid
+from .errors import W2VEmbedError
+from .graphcut import cut_model, read_metadata
+
+INPUT_NAMES = ("input_values", "lengths")
+METADATA_PREFIX = "w2v_embed."
+MODELS_DIR = Path("models")
+
+
+def output_name(layer: int) -> str:
+    return f"hidden_state_{layer}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an exported model tells about itself (stored as `metadata_props`)."""
+
+    source: str
+    revision: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    conv_kernel: tuple[int, ...]
+    conv_stride: tuple[int, ...]
+    do_normalize: bool
+    feat_extract_norm: str
+    do_stable_layer_norm: bool
+    exporter_version: str
+    weights_sha256: str
+    sample_rate: int = 16000
+
+    @property
+    def grid(self) -> FrameGrid:
+        return FrameGrid(self.conv_kernel, self.conv_stride)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.grid.hop
+
+    @property
+    def frame_center_offset(self) -> float:
+        """Seconds from the start of the audio to the centre of frame 0."""
+        return self.grid.receptive_field / 2 / self.sample_rate
+
+    def to_metadata(self) -> dict[str, str]:
+        values = asdict(self)
+        values.update(frame_hop=self.grid.hop, receptive_field=self.grid.receptive_field)
+        return {METADATA_PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], where: str = "model") -> ModelInfo:
+        values = {}
+        for field in fields(cls):
+            key = METADATA_PREFIX + field.name
+            if key not in metadata:
+                raise W2VEmbedError(f"{where}: not a w2v-embed model (metadata {key} missing); export it with w2v-embed export")
+            value = json.loads(metadata[key])
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+CUDA_HELP = (
+    "install the GPU runtime instead of the CPU one: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
+    "(needs an NVIDIA driver with CUDA 12 and cuDNN 9)"
+)
+
+
+def select_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for --device auto|cpu|cuda."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise W2VEmbedError(f"--device cuda: this onnxruntime has no CUDA provider; {CUDA_HELP}")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    raise W2VEmbedError(f"--device {device}: expected auto, cpu or cuda")
+
+
+def default_threads() -> int:
+    """Physical-ish cores available to this process: ONNX Runtime scales badly onto SMT siblings."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:
+        return max(os.cpu_count() or 1, 1)
+
+
+def default_model_path() -> Path:
+    """$W2V_EMBED_MODEL, else the one model that `w2v-embed export` wrote under models/."""
+    env = os.environ.get("W2V_EMBED_MODEL")
+    if env:
+        return Path(env)
+    found = sorted(p for p in MODELS_DIR.glob("*.onnx") if not p.name.startswith("."))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise W2VEmbedError(
+            "no model given and none under models/; export one first: w2v-embed export flax-community/wav2vec2-german"
+        )
+    names = ", ".join(str(p) for p in found)
+    raise W2VEmbedError(f"several models under models/ ({names}); pick one with -m or $W2V_EMBED_MODEL")
+
+
+class OnnxModel:
+    """An exported wav2vec2 model; one ONNX Runtime session per depth, so `--layers 6` stops at layer 6."""
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
+        self.providers = select_providers(device)
+        self.requested_device = device
+        self.threads = threads or default_threads()
+        try:
+            self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
+        except ValueError as exc:
+            raise W2VEmbedError(f"{self.path}: not an ONNX model ({exc})") from exc
+        self.sessions: dict[int, object] = {}
+
+    @property
+    def device(self) -> str:
+        session = next(iter(self.sessions.values()), None) or self.prepare(self.info.num_layers)
+        return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def prepare(self, upto: int) -> object:
+        """The session that computes hidden states 0..upto (the full graph cut after layer `upto`)."""
+        if upto in self.sessions:
+            return self.sessions[upto]
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if upto >= self.info.num_layers:
+            model: str | bytes = str(self.path)
+        else:
+            model = cut_model(self.path.read_bytes(), [output_name(k) for k in range(upto + 1)])
+        try:
+            session = ort.InferenceSession(model, options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise W2VEmbedError(f"{self.path}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from exc
+        if self.requested_device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise W2VEmbedError(f"--device cuda: the CUDA provider could not start (no GPU visible?); {CUDA_HELP}")
+        self.sessions[upto] = session
+        return session
+
+    def run(self, input_values: np.ndarray, lengths: np.ndarray, layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Hidden states [batch, frames, hidden] for the requested layers, computed no deeper than needed."""
+        if not layers or min(layers) < 0 or max(layers) > self.info.num_layers:
+            raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers}")
+        session = self.prepare(max(layers))
+        feeds = {
+            "input_values": np.ascontiguousarray(input_values, dtype=np.float32),
+            "lengths": np.asarray(lengths, dtype=np.int64),
+        }
+        return dict(zip(layers, session.run([output_name(k) for k in layers], feeds)))
