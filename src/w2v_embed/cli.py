@@ -1,0 +1,279 @@
+"""`w2v-embed` command line: a thin typer layer over the Python API.
+
+Each command parses its options into the API's dataclasses and calls one private function; a
+W2VEmbedError becomes one red line on stderr (exit 1, or 2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import UsageError, W2VEmbedError
+
+app = typer.Typer(
+    help="Extract wav2vec 2.0 embeddings from folders of audio into one HDF5 file.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"w2v-embed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Extract wav2vec 2.0 embeddings from folders of audio into one HDF5 file."""
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="Checkpoint folder, or a hub id like flax-community/wav2vec2-german.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write (default: models/NAME.onnx).")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
+    subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
+) -> None:
+    """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
+
+    Examples:
+
+      w2v-embed export flax-community/wav2vec2-german
+
+      w2v-embed export ./my-checkpoint -o models/mine.onnx --no-verify
+    """
+    from .export import ExportOptions
+
+    _run(_export, source, ExportOptions(output, revision, subfolder, opset=opset, verify=verify))
+
+
+def _export(source: str, options: object) -> None:
+    from .export import export_model
+    from .verify import VerificationError
+
+    err.print(f"exporting {source} …")
+    try:
+        result = export_model(source, options)
+    except VerificationError as exc:
+        _print_report(exc.report)
+        raise
+    if result.report is not None:
+        _print_report(result.report)
+    info = result.info
+    out.print(
+        f"[green]wrote {result.path}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
+        f"hidden {info.hidden_size}, {result.seconds:.1f} s)"
+    )
+
+
+def _print_report(report: object) -> None:
+    table = Table(title=f"verification vs transformers (tolerance {report.tolerance:.0e})")
+    table.add_column("layer", justify="right")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("min cosine", justify="right")
+    for row in report.layers:
+        style = "" if row.max_abs_diff <= report.tolerance else "red"
+        table.add_row(str(row.layer), f"{row.max_abs_diff:.2e}", f"{row.min_cosine:.8f}", style=style)
+    err.print(table)
+
+
+@app.command(epilog="Exit codes: 0 all files embedded, 1 some files failed (see /failed), 2 usage error.")
+def extract(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Audio files and folders.", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write.")] = ...,
+    model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
+    layers: Annotated[str, typer.Option(help="Layers: 'last', 'all' or e.g. 6,12 (0 = input to the first transformer layer).")] = "last",
+    pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
+    files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
+    ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")] = False,
+    channel: Annotated[Optional[int], typer.Option(help="Use this channel (0-based) instead of the mean of all.")] = None,
+    chunk_seconds: Annotated[float, typer.Option(help="Chunk files longer than this; 0 = never chunk.")] = 30.0,
+    context_seconds: Annotated[float, typer.Option(help="Extra audio on each side of a chunk, discarded after inference.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(help="Most chunks per batch.")] = 16,
+    max_batch_seconds: Annotated[float, typer.Option(help="Most padded audio per batch, in seconds.")] = 60.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
+    dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Embed audio files into one HDF5 file.
+
+    Examples:
+
+      w2v-embed extract corpus/ -o feats.h5 --layers 6,12 --pool mean
+
+      find corpus -name '*.flac' | w2v-embed extract --files-from - -o feats.h5
+
+      w2v-embed extract a.wav b.mp3 -o frames.h5 --pool none --layers all
+    """
+    from .embedder import EmbedOptions
+    from .extract import ExtractOptions
+
+    if resume and overwrite:
+        _fail(UsageError("--resume and --overwrite exclude each other"))
+    if dtype not in ("float32", "float16"):
+        _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
+    embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    options = ExtractOptions(mode=mode, dtype=dtype, channel=channel)
+    request = dict(
+        inputs=list(inputs or []), files_from=files_from, ext=ext, recursive=recursive, follow_symlinks=follow_symlinks
+    )
+    _run(_extract, request, output, model, device, threads, embed, options, quiet, json_summary)
+
+
+def _extract(request: dict, output: Path, model: Optional[Path], device: str, threads: Optional[int],
+             embed: object, options: object, quiet: bool, json_summary: bool) -> None:
+    from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
+    from .embedder import Embedder
+    from .extract import extract
+
+    inputs = request["inputs"]
+    if request["files_from"] is not None:
+        source = request["files_from"]
+        try:
+            lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"--files-from {source}: {exc.strerror}") from exc
+        inputs = inputs + read_file_list(lines)
+    if not inputs:
+        raise UsageError("no input: give files or folders, or --files-from FILE")
+    extensions = tuple(e.strip().lstrip(".").lower() for e in request["ext"].split(",")) if request["ext"] else DEFAULT_EXTENSIONS
+    files = discover(inputs, extensions, recursive=request["recursive"], follow_symlinks=request["follow_symlinks"])
+    if not files:
+        raise UsageError(f"no audio files found in {', '.join(inputs)} (extensions: {', '.join(extensions)})")
+    embedder = Embedder(model, device=device, threads=threads, options=embed)
+    show = not quiet and not json_summary and err.is_terminal
+    with _progress(show, len(files)) as advance:
+        summary = extract(files, output, embedder, options, progress=advance)
+    for name, reason in summary.failures:
+        err.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+    if json_summary:
+        print(json.dumps({
+            "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
+            "audio_seconds": round(summary.audio_seconds, 3), "wall_seconds": round(summary.wall_seconds, 3),
+            "realtime_factor": round(summary.realtime_factor, 2), "failures": [list(f) for f in summary.failures],
+        }))
+    elif not quiet:
+        err.print(
+            f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done · "
+            f"{summary.audio_seconds / 3600:.2f} h audio in {summary.wall_seconds:.1f} s "
+            f"({summary.realtime_factor:.1f}× real-time) → {summary.output}"
+        )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+class _progress:
+    """A rich progress bar (files, audio hours, ×real-time, ETA) on a terminal; nothing otherwise."""
+
+    def __init__(self, show: bool, total: int) -> None:
+        self.show, self.total = show, total
+
+    def __enter__(self):
+        if not self.show:
+            return None
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hours]:.2f} h audio · {task.fields[speed]:.1f}× real-time"),
+            TimeRemainingColumn(), console=err, transient=False,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("embedding", total=self.total, hours=0.0, speed=0.0)
+        started, seconds = time.perf_counter(), [0.0]
+
+        def advance(name: str, audio_seconds: float) -> None:
+            seconds[0] += audio_seconds
+            speed = seconds[0] / max(time.perf_counter() - started, 1e-9)
+            self.bar.update(task, advance=1, hours=seconds[0] / 3600, speed=speed)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exported .onnx model.")]) -> None:
+    """Describe an output file (model, layers, pooling, files, audio, failures) or a model's metadata.
+
+    Examples:
+
+      w2v-embed info feats.h5
+
+      w2v-embed info models/wav2vec2-german.onnx
+    """
+    _run(_info, path)
+
+
+def _info(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    table = Table(show_header=False, title=str(path))
+    if path.suffix == ".onnx":
+        from .runtime import OnnxModel
+
+        model_info = OnnxModel(path, device="cpu").info
+        for key, value in vars(model_info).items():
+            table.add_row(key, str(value))
+        table.add_row("frame_rate", f"{model_info.frame_rate:g} Hz")
+        table.add_row("receptive_field", f"{model_info.grid.receptive_field} samples")
+        out.print(table)
+        return
+    from .store import read_summary
+
+    summary = read_summary(path)
+    failed = summary.pop("failed", [])
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    table.add_row("failed files", str(len(failed)))
+    out.print(table)
+    for name, reason in failed:
+        out.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+
+
+def _fail(exc: W2VEmbedError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def _run(func, *args) -> None:
+    try:
+        func(*args)
+    except W2VEmbedError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] finished files are saved; rerun with --resume to continue")
+        raise typer.Exit(130)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,153 @@
+"""Export: parity with transformers per layer, padded-batch exactness, metadata, bad input, hub cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import VARIANTS, make_checkpoint, reference_states
+from w2v_embed.errors import W2VEmbedError
+from w2v_embed.export import ExportOptions, export_model
+from w2v_embed.runtime import OnnxModel
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_export_matches_reference_per_layer(variant, onnx_model, reference_model):
+    model = OnnxModel(onnx_model(variant), device="cpu")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(12_345).astype(np.float32)
+    layers = list(range(model.info.num_layers + 1))
+    got = model.run(x[None], np.array([len(x)]), layers)
+    ref = reference_states(reference_model(variant), x)
+    assert len(ref) == len(layers)
+    for k in layers:
+        assert got[k][0].shape == ref[k].shape
+        assert np.abs(got[k][0] - ref[k]).max() <= 1e-4, f"layer {k}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padded_batch_rows_equal_rows_alone(variant, onnx_model):
+    model = OnnxModel(onnx_model(variant), device="cpu")
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(400, 30_000, size=5)
+    signals = [rng.standard_normal(n).astype(np.float32) * rng.uniform(0.01, 3) for n in lengths]
+    batch = np.zeros((len(signals), lengths.max()), np.float32)
+    for i, s in enumerate(signals):
+        batch[i, : len(s)] = s
+    layers = list(range(model.info.num_layers + 1))
+    together = model.run(batch, lengths, layers)
+    for i, s in enumerate(signals):
+        alone = model.run(s[None], np.array([len(s)]), layers)
+        frames = model.info.grid.num_frames(len(s))
+        for k in layers:
+            assert alone[k].shape[1] == frames
+            assert np.abs(together[k][i, :frames] - alone[k][0]).max() <= 1e-4, (i, k)
+
+
+def test_verification_report_and_metadata(checkpoint_dir, tmp_path):
+    result = export_model(str(checkpoint_dir("group")), ExportOptions(output=tmp_path / "m.onnx"))
+    assert result.report.ok and result.report.max_abs_diff <= 1e-4
+    assert [r.layer for r in result.report.layers] == [0, 1, 2, 3]
+    assert all(r.min_cosine > 0.99999 for r in result.report.layers)
+    info = OnnxModel(result.path, device="cpu").info
+    config = json.loads((checkpoint_dir("group") / "config.json").read_text())
+    assert info.num_layers == config["num_hidden_layers"] and info.hidden_size == config["hidden_size"]
+    assert info.grid.hop == 320 and info.grid.receptive_field == 400 and info.frame_rate == 50.0
+    assert info.do_normalize is True and info.feat_extract_norm == "group"
+    assert info.source == str(checkpoint_dir("group")) and len(info.weights_sha256) == 64
+    assert not [p for p in tmp_path.iterdir() if p.name != "m.onnx"], "temp files left behind"
+
+
+def test_stable_variant_metadata(onnx_model):
+    info = OnnxModel(onnx_model("stable"), device="cpu").info
+    assert info.do_stable_layer_norm and info.feat_extract_norm == "layer" and info.do_normalize is False
+
+
+def test_pytorch_bin_checkpoint(tmp_path, reference_model):
+    folder = make_checkpoint(tmp_path / "ck", "group", fmt="bin")
+    result = export_model(str(folder), ExportOptions(output=tmp_path / "bin.onnx"))
+    assert result.report.ok
+
+
+def _expect_error(source: Path, out: Path, *needles: str) -> None:
+    with pytest.raises(W2VEmbedError) as info:
+        export_model(str(source), ExportOptions(output=out, verify=False))
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _expect_error(tmp_path / "empty", tmp_path / "x.onnx", "config.json")
+
+
+def test_truncated_weights(checkpoint_dir, tmp_path):
+    folder = tmp_path / "trunc"
+    shutil.copytree(checkpoint_dir("group"), folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _expect_error(folder, tmp_path / "x.onnx", "model.safetensors")
+
+
+def test_config_that_does_not_match_weights(checkpoint_dir, tmp_path):
+    folder = tmp_path / "mismatch"
+    shutil.copytree(checkpoint_dir("group"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["hidden_size"] = 48
+    (folder / "config.json").write_text(json.dumps(config))
+    _expect_error(folder, tmp_path / "x.onnx", "model.safetensors", "shape")
+
+
+def test_unknown_model_type(checkpoint_dir, tmp_path):
+    folder = tmp_path / "hubert"
+    shutil.copytree(checkpoint_dir("group"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "hubert"
+    (folder / "config.json").write_text(json.dumps(config))
+    _expect_error(folder, tmp_path / "x.onnx", "hubert", "not supported")
+
+
+def _hub_cache(root: Path, repo_id: str, checkpoint: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """The on-disk layout huggingface_hub reads in offline mode: refs/main -> snapshots/<commit>/files."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+    return root
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "w2v_embed", *args], env={**os.environ, **env}, cwd=cwd,
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_hub_id_from_local_cache_offline(checkpoint_dir, tmp_path):
+    cache = _hub_cache(tmp_path / "hub", "someone/tiny-w2v", checkpoint_dir("stable"))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    proc = _cli("export", "someone/tiny-w2v", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    model = OnnxModel(tmp_path / "models" / "tiny-w2v.onnx", device="cpu")
+    assert model.info.source == "someone/tiny-w2v"
+    assert model.info.revision == "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_hub_unreachable_is_one_clear_line(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HOME": str(tmp_path / "home")}
+    proc = _cli("export", "flax-community/wav2vec2-german", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "local cache" in proc.stderr and "folder" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
