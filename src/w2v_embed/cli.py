@@ -116,6 +116,7 @@ def extract(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    save_every: Annotated[int, typer.Option(help="Make finished files crash-safe at least every N files (and every 20 s).")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -138,7 +139,7 @@ def extract(
         _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    options = ExtractOptions(mode=mode, dtype=dtype, channel=channel)
+    options = ExtractOptions(mode=mode, dtype=dtype, channel=channel, save_every_files=save_every)
     request = dict(
         inputs=list(inputs or []), files_from=files_from, ext=ext, recursive=recursive, follow_symlinks=follow_symlinks
     )

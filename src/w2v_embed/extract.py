@@ -36,6 +36,8 @@ class ExtractOptions:
     channel: int | None = None  # None: mean of all channels
     decode_workers: int = 2
     decode_ahead: int = 8  # decoded files waiting for the model (bounds memory)
+    save_every_files: int = 64  # finished files are made crash-safe at least this often …
+    save_every_seconds: float = 20.0  # … and at least this often
 
 
 @dataclass
@@ -116,7 +118,9 @@ def extract(
             decoded[file.name] = audio
             yield file.name, audio.samples
 
-    with FeatureWriter(Path(output), run_info, mode=options.mode) as writer:
+    with FeatureWriter(
+        Path(output), run_info, options.mode, options.save_every_files, options.save_every_seconds
+    ) as writer:
         for name, result in embedder.embed_stream(signals()):
             audio = decoded.pop(name)
             if isinstance(result, W2VEmbedError):

@@ -1,0 +1,249 @@
+"""Benchmark: transformers PyTorch eager vs w2v-embed, model-only and end-to-end, in one run.
+
+Builds random-weight base- and large-sized wav2vec2 models (or takes -m MODEL.onnx), generates
+audio, and prints one table: ×real-time, achieved GFLOP/s, % of this machine's measured sgemm
+peak, peak RSS, and the speed-up over PyTorch eager. Each measurement runs in its own process so
+its peak RSS is its own. A benchmark, not a test: numbers go to README's performance section.
+
+    python scripts/bench.py                      # base, 2 threads
+    python scripts/bench.py --sizes base large --files 200 --long-hours 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {
+    "base": dict(),
+    "large": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+    ),
+}
+
+
+def flops_per_second_of_audio(config: dict, layers: int | None = None, seconds: float = 10.0) -> float:
+    """Multiply-adds × 2 of the conv stack, projection and `layers` transformer layers, per audio second."""
+    from transformers import Wav2Vec2Config
+
+    c = Wav2Vec2Config(**config)
+    samples = int(seconds * 16_000)
+    total, length, channels = 0.0, samples, 1
+    for dim, kernel, stride in zip(c.conv_dim, c.conv_kernel, c.conv_stride):
+        length = (length - kernel) // stride + 1
+        total += 2 * length * dim * channels * kernel
+        channels = dim
+    frames, h, ff = length, c.hidden_size, c.intermediate_size
+    total += 2 * frames * channels * h  # feature projection
+    groups, k = c.num_conv_pos_embedding_groups, c.num_conv_pos_embeddings
+    total += 2 * frames * h * (h // groups) * k  # positional conv
+    n = c.num_hidden_layers if layers is None else layers
+    per_layer = 2 * frames * (4 * h * h + 2 * h * ff) + 2 * 2 * frames * frames * h
+    return (total + n * per_layer) / seconds
+
+
+def sgemm_peak(threads: int) -> float:
+    """GFLOP/s of a large float32 matmul with `threads` threads (the ceiling this CPU offers)."""
+    import numpy as np
+
+    a = np.random.rand(2048, 2048).astype(np.float32)
+    a @ a
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ a
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def child(kind: str, args: dict) -> dict:
+    """One measurement in this process; returns seconds of audio per wall second and peak RSS."""
+    import numpy as np
+
+    threads = args["threads"]
+    rng = np.random.default_rng(0)
+    clip = rng.standard_normal(int(args["clip_seconds"] * 16_000)).astype(np.float32)
+    repeats = args["repeats"]
+    if kind == "torch":
+        import torch
+        from transformers import Wav2Vec2Model
+
+        torch.set_num_threads(threads)
+        model = Wav2Vec2Model.from_pretrained(args["checkpoint"]).eval()
+        x = torch.from_numpy(clip[None])
+
+        def step() -> None:
+            with torch.inference_mode():
+                model(x, output_hidden_states=True)
+    elif kind in ("onnx", "onnx-layer6"):
+        from w2v_embed.runtime import OnnxModel
+
+        model = OnnxModel(args["model"], device=args["device"], threads=threads)
+        layers = [6] if kind == "onnx-layer6" else list(range(model.info.num_layers + 1))
+        lengths = np.array([len(clip)])
+
+        def step() -> None:
+            model.run(clip[None], lengths, layers)
+    elif kind in ("extract", "extract-long"):
+        from w2v_embed import discover
+        from w2v_embed.embedder import EmbedOptions, Embedder
+        from w2v_embed.extract import extract
+
+        layers = args.get("layers", "all")
+        embedder = Embedder(args["model"], device=args["device"], threads=threads, options=EmbedOptions(layers, "mean"))
+        files = discover([args["corpus"]])
+        out = Path(args["workdir"]) / f"{kind}.h5"
+        started = time.perf_counter()
+        summary = extract(files, out, embedder, _extract_options(overwrite=True))
+        wall = time.perf_counter() - started
+        return dict(realtime=summary.audio_seconds / wall, rss=_peak_rss(), audio=summary.audio_seconds, wall=wall)
+    else:
+        raise ValueError(kind)
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    median = float(np.median(times))
+    return dict(realtime=args["clip_seconds"] / median, rss=_peak_rss(), median_s=median)
+
+
+def _extract_options(overwrite: bool):
+    from w2v_embed.extract import ExtractOptions
+
+    return ExtractOptions(mode="overwrite" if overwrite else "new")
+
+
+def _peak_rss() -> float:
+    """MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(kind: str, args: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(args["threads"])}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, json.dumps(args)], capture_output=True, text=True, env=env
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def make_model(size: str, workdir: Path) -> tuple[Path, Path, dict]:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from w2v_embed.export import ExportOptions, export_model
+
+    config = SIZES[size]
+    checkpoint = workdir / f"{size}-checkpoint"
+    torch.manual_seed(0)
+    Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(checkpoint)
+    result = export_model(str(checkpoint), ExportOptions(output=workdir / f"{size}.onnx", verify=False))
+    return checkpoint, result.path, config
+
+
+def make_corpus(folder: Path, files: int, seed: int = 0) -> float:
+    """`files` noise-and-tone files of 2–20 s at 8–48 kHz, mono or stereo; returns total seconds."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for i in range(files):
+        rate = int(rng.choice([8_000, 16_000, 22_050, 44_100, 48_000]))
+        seconds = float(rng.uniform(2, 20))
+        channels = int(rng.choice([1, 2]))
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        x = 0.1 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.02 * rng.standard_normal(n)
+        x = np.repeat(x[:, None], channels, axis=1) if channels == 2 else x
+        sf.write(folder / f"f{i:04d}.{'flac' if i % 2 else 'wav'}", x.astype(np.float32), rate)
+        total += seconds
+    return total
+
+
+def make_long_file(path: Path, hours: float) -> None:
+    """A long 48 kHz stereo FLAC, written in blocks so the generator itself stays small."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    block = 48_000 * 60
+    with sf.SoundFile(path, "w", 48_000, 2, format="FLAC") as f:
+        for _ in range(int(hours * 60)):
+            x = 0.05 * rng.standard_normal((block, 2)).astype(np.float32)
+            f.write(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["base"], choices=sorted(SIZES))
+    parser.add_argument("-m", "--model", type=Path, help="benchmark this ONNX model instead (no PyTorch baseline)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size (0 skips)")
+    parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long (peak RSS)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    opts = parser.parse_args()
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="w2v-bench-"))
+    peak = sgemm_peak(opts.threads)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {opts.threads} threads, "
+          f"device {opts.device}; sgemm peak {peak:.0f} GFLOP/s; {opts.clip_seconds:g} s clips, medians of {opts.repeats}")
+    if opts.files:
+        seconds = make_corpus(workdir / "corpus", opts.files)
+        print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min of audio at 8–48 kHz")
+    rows = []
+    for size in ([None] if opts.model else opts.sizes):
+        if opts.model:
+            checkpoint, model, config = None, opts.model, None
+            label = opts.model.name
+        else:
+            checkpoint, model, config = make_model(size, workdir)
+            label = size
+        base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
+                    model=str(model), checkpoint=str(checkpoint), workdir=str(workdir), corpus=str(workdir / "corpus"))
+        torch_rt = None
+        plan = [("onnx", "w2v-embed model-only, all layers", None), ("onnx-layer6", "w2v-embed model-only, --layers 6", 6)]
+        if checkpoint:
+            plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None))
+        if opts.files:
+            plan.append(("extract", f"w2v-embed extract, {opts.files} files, all layers", None))
+        for kind, name, depth in plan:
+            result = run_child(kind, base)
+            if kind == "torch":
+                torch_rt = result["realtime"]
+            gflops = flops_per_second_of_audio(config, depth) * result["realtime"] / 1e9 if config else float("nan")
+            rows.append((label, name, result["realtime"], gflops, 100 * gflops / peak, result["rss"],
+                         result["realtime"] / torch_rt if torch_rt else float("nan")))
+        if opts.long_hours:
+            long_dir = workdir / "long"
+            long_dir.mkdir(exist_ok=True)
+            make_long_file(long_dir / "long.flac", opts.long_hours)
+            result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "last"})
+            rows.append((label, f"extract one {opts.long_hours:g} h 48 kHz stereo file", result["realtime"],
+                         float("nan"), float("nan"), result["rss"], result["realtime"] / torch_rt if torch_rt else float("nan")))
+    print("| model | what | ×real-time | GFLOP/s | % of sgemm peak | peak RSS MiB | vs PyTorch eager |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, name, rt, gf, pct, rss, ratio in rows:
+        print(f"| {label} | {name} | {rt:.1f} | {gf:.0f} | {pct:.0f}% | {rss:.0f} | {ratio:.2f}× |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], json.loads(sys.argv[3]))))
+    else:
+        main()

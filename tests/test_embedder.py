@@ -1,0 +1,98 @@
+"""The in-memory engine against the reference model: parity, batching exactness, early exit, chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from conftest import VARIANTS, reference_states
+from w2v_embed.embedder import EmbedOptions, Embedder, parse_layers
+from w2v_embed.errors import UsageError, W2VEmbedError
+
+
+def _reference_input(checkpoint: str, x: np.ndarray) -> np.ndarray:
+    """What transformers' own feature extractor feeds the model (do_normalize from the checkpoint)."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor.from_pretrained(checkpoint)
+    return extractor(x, sampling_rate=16_000, return_tensors="np").input_values[0]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unchunked_frames_equal_reference(variant, onnx_model, checkpoint_dir, reference_model):
+    rng = np.random.default_rng(5)
+    x = (0.3 * rng.standard_normal(40_000) + 0.1).astype(np.float32)
+    emb = Embedder(onnx_model(variant), device="cpu", options=EmbedOptions("all", "none", chunk_seconds=0))
+    got = emb.embed(x, 16_000)
+    ref = reference_states(reference_model(variant), _reference_input(str(checkpoint_dir(variant)), x))
+    assert sorted(got) == list(range(len(ref)))
+    for k, frames in got.items():
+        assert frames.shape == ref[k].shape
+        assert np.abs(frames - ref[k]).max() <= 1e-4, k
+    pooled = emb.with_options(pool="meanstd").embed(x, 16_000)
+    for k in got:
+        np.testing.assert_allclose(pooled[k], np.concatenate([ref[k].mean(0), ref[k].std(0)]), atol=1e-4)
+
+
+def test_same_file_alone_or_in_a_mixed_batch(onnx_model):
+    rng = np.random.default_rng(6)
+    signals = {f"f{i}": rng.standard_normal(n).astype(np.float32) for i, n in enumerate([9_000, 48_000, 400, 20_001, 33_333])}
+    emb = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("all", "none", batch_size=8))
+    together = dict(emb.embed_stream(signals.items()))
+    assert sorted(together) == sorted(signals)
+    for key, x in signals.items():
+        alone = emb.embed(x, 16_000)
+        for k in alone:
+            assert np.abs(together[key][k] - alone[k]).max() <= 1e-4
+
+
+def test_early_exit_equals_full_graph(onnx_model):
+    x = np.random.default_rng(7).standard_normal(30_000).astype(np.float32)
+    full = Embedder(onnx_model("stable"), device="cpu", options=EmbedOptions("all", "none"))
+    early = full.with_options(layers="1")
+    assert early.layers == (1,)
+    np.testing.assert_allclose(early.embed(x, 16_000)[1], full.embed(x, 16_000)[1], atol=1e-6)
+    assert 1 in full.model.sessions and full.model.sessions[1] is not full.model.sessions[3]
+
+
+def test_chunked_long_signal_keeps_frame_count_and_is_close(onnx_model):
+    x = np.random.default_rng(8).standard_normal(16_000 * 50 + 123).astype(np.float32)
+    whole = Embedder(onnx_model("stable"), device="cpu", options=EmbedOptions("all", "none", chunk_seconds=0))
+    chunked = whole.with_options(chunk_seconds=10, context_seconds=2)
+    a, b = whole.embed(x, 16_000), chunked.embed(x, 16_000)
+    assert a[0].shape[0] == (len(x) - 400) // 320 + 1
+    for k in a:
+        assert a[k].shape == b[k].shape
+    # Layer 0 frames away from chunk edges only see the positional conv window (64 frames).
+    np.testing.assert_allclose(a[0][100:400], b[0][100:400], atol=1e-4)
+
+
+def test_resampling_and_stereo_inputs(onnx_model):
+    rng = np.random.default_rng(9)
+    x8k = rng.standard_normal(8_000 * 3).astype(np.float32)
+    emb = Embedder(onnx_model("group"), device="cpu")
+    direct = emb.embed(soxr.resample(x8k, 8_000, 16_000, quality="HQ"), 16_000)
+    np.testing.assert_array_equal(emb.embed(x8k, 8_000)[3], direct[3])
+    stereo = np.stack([x8k, x8k], axis=1)
+    np.testing.assert_allclose(emb.embed(stereo, 8_000)[3], direct[3], atol=1e-5)
+
+
+def test_bad_signals_are_per_file_errors(onnx_model):
+    emb = Embedder(onnx_model("group"), device="cpu")
+    nan = np.ones(16_000, np.float32)
+    nan[5] = np.nan
+    results = dict(emb.embed_stream([("short", np.ones(399, np.float32)), ("nan", nan), ("ok", np.ones(16_000, np.float32))]))
+    assert isinstance(results["short"], W2VEmbedError) and "too short" in str(results["short"])
+    assert isinstance(results["nan"], W2VEmbedError) and "NaN" in str(results["nan"])
+    assert results["ok"][3].shape == (32,)
+
+
+def test_parse_layers():
+    assert parse_layers("last", 12) == (12,)
+    assert parse_layers("all", 2) == (0, 1, 2)
+    assert parse_layers("12, 6,6", 12) == (6, 12)
+    assert parse_layers([-1], 12) == (12,)
+    for bad in ("13", "x", ""):
+        with pytest.raises(UsageError):
+            parse_layers(bad, 12)
