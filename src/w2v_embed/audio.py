@@ -1,0 +1,298 @@
+"""Audio files → float32 mono at the model's rate (16 kHz), in bounded memory.
+
+Files are read in blocks of about `BLOCK_SECONDS`, each block is downmixed and fed to one
+streaming soxr resampler, so a multi-hour file is never whole in memory at its source rate and
+channel count: only the 16 kHz mono result is (≈ 230 MB per hour). Streaming soxr gives the same
+samples as resampling the whole signal at once, so block size never changes the result.
+
+libsndfile (via soundfile) reads wav/flac/ogg/opus/mp3/aiff/au…; everything else (m4a, aac, mp4,
+webm, wma…) goes through an `ffmpeg` subprocess when one can be found (see `ffmpeg_executable`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import W2VEmbedError
+
+TARGET_SAMPLE_RATE = 16000
+BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer alive at a time
+NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+_NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
+_MAX_PREALLOC_SECONDS = 48 * 3600  # do not trust a header beyond this when preallocating
+FFMPEG_HINT = "install ffmpeg (apt-get install ffmpeg) or `pip install 'w2v-embed[ffmpeg]'`"
+
+
+class AudioError(W2VEmbedError):
+    """A file that cannot be turned into samples; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    samples: np.ndarray  # float32, mono, target rate, 1-D
+    source_sample_rate: int
+    source_channels: int
+
+
+def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_SAMPLE_RATE) -> Decoded:
+    """Read `path` as float32 mono at `target_rate`: mean of channels, or only `channel` (0-based).
+
+    Tries libsndfile first (even for odd extensions: a misnamed wav still reads), then ffmpeg.
+    Raises AudioError with a one-line reason for anything that yields no usable samples.
+    """
+    path = Path(path)
+    _check_path(path)
+    try:
+        reader = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc))
+    with reader:
+        rate, channels = int(reader.samplerate), int(reader.channels)
+        _check_channel(path, channel, channels)
+        block = max(int(rate * BLOCK_SECONDS), 1)
+        expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
+        try:
+            samples = _resample_blocks(
+                path, _sf_blocks(reader, block), rate, target_rate, channel, expected
+            )
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
+    return Decoded(samples, rate, channels)
+
+
+def normalize(samples: np.ndarray) -> np.ndarray:
+    """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
+
+    Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
+    only full-size allocation is the float32 result.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    if flat.size == 0:
+        return out.reshape(x.shape)
+    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    squares = 0.0
+    for start in range(0, flat.size, _NORM_BLOCK):
+        d = flat[start : start + _NORM_BLOCK].astype(np.float64) - mean
+        squares += float(np.dot(d, d))
+    std = math.sqrt(squares / flat.size + NORM_EPS)
+    for start in range(0, flat.size, _NORM_BLOCK):
+        piece = flat[start : start + _NORM_BLOCK].astype(np.float64)
+        out[start : start + _NORM_BLOCK] = (piece - mean) / std
+    return out.reshape(x.shape)
+
+
+def ffmpeg_executable() -> str | None:
+    """`ffmpeg` on PATH, else the binary bundled with the optional imageio-ffmpeg, else None."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg  # optional extra: w2v-embed[ffmpeg]
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (RuntimeError, OSError):
+        return None
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _check_path(path: Path) -> None:
+    """Name the common failures before libsndfile turns them into a vague 'System error'."""
+    if not os.path.lexists(path):
+        raise AudioError(f"cannot decode {path}: no such file")
+    if not path.exists():
+        raise AudioError(f"cannot decode {path}: broken symlink (-> {os.readlink(path)})")
+    if path.is_dir():
+        raise AudioError(f"cannot decode {path}: is a directory")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"cannot decode {path}: {exc.strerror or exc}") from exc
+    if size == 0 and path.is_file():
+        raise AudioError(f"cannot decode {path}: empty file (0 bytes)")
+
+
+def _check_channel(path: Path, channel: int | None, channels: int) -> None:
+    if channel is not None and not 0 <= channel < channels:
+        raise AudioError(
+            f"cannot decode {path}: channel {channel} does not exist "
+            f"(the file has {channels} channel{'s' if channels != 1 else ''}: 0..{channels - 1})"
+        )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[-1] if lines else "unknown error"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _sf_reason(exc: BaseException) -> str:
+    """libsndfile's own words without the 'Error opening <path>:' prefix soundfile adds."""
+    text = getattr(exc, "error_string", None) or str(exc)
+    return _one_line(text).rstrip(".")
+
+
+# --- block pipeline ---------------------------------------------------------------------------
+
+
+def _sf_blocks(reader: sf.SoundFile, frames: int) -> Iterator[np.ndarray]:
+    while True:
+        block = reader.read(frames, dtype="float32", always_2d=True)
+        if not len(block):
+            return
+        yield block
+
+
+def _downmix(block: np.ndarray, channel: int | None) -> np.ndarray:
+    """(frames, channels) → (frames,): the chosen channel, or the mean of all of them."""
+    if channel is not None:
+        return np.ascontiguousarray(block[:, channel])
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0])
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def _resample_blocks(
+    path: Path,
+    blocks: Iterable[np.ndarray],
+    rate: int,
+    target_rate: int,
+    channel: int | None,
+    expected_frames: int | None,
+) -> np.ndarray:
+    """Downmix and resample (frames, channels) blocks into one preallocated 1-D float32 array."""
+    stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+    capacity = math.ceil(expected_frames * target_rate / rate) + 16 if expected_frames else 1 << 16
+    out = np.empty(capacity, dtype=np.float32)
+    filled = 0
+    frames = 0
+
+    def append(piece: np.ndarray) -> None:
+        nonlocal out, filled
+        if filled + len(piece) > len(out):
+            grown = np.empty(max(2 * len(out), filled + len(piece)), dtype=np.float32)
+            grown[:filled] = out[:filled]
+            out = grown
+        out[filled : filled + len(piece)] = piece
+        filled += len(piece)
+
+    for block in blocks:
+        mono = _downmix(block, channel)
+        if not np.isfinite(mono).all():
+            raise AudioError(f"cannot decode {path}: contains NaN or infinite samples")
+        frames += len(mono)
+        append(stream.resample_chunk(mono, last=False) if stream else mono)
+    if frames == 0:
+        raise AudioError(f"cannot decode {path}: no audio (0 frames)")
+    if stream:
+        append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return out[:filled].copy() if len(out) - filled > 4096 else out[:filled]
+
+
+# --- ffmpeg -----------------------------------------------------------------------------------
+# ffmpeg writes a WAV stream (pcm_f32le) to a pipe at the decoder's native rate, all channels.
+# The WAV header tells channels and rate exactly (no parsing of ffmpeg's human-readable log and
+# no need for ffprobe); the sizes in it are placeholders on a pipe, so data is read until EOF.
+# Downmix and resampling then run through the same code as libsndfile's blocks.
+
+
+def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_reason: str) -> Decoded:
+    exe = ffmpeg_executable()
+    if exe is None:
+        if "not recognised" in sf_reason.lower() or "unknown format" in sf_reason.lower():
+            raise AudioError(f"cannot decode {path}: libsndfile does not read this format; {FFMPEG_HINT}")
+        raise AudioError(f"cannot decode {path}: {sf_reason}")
+    command = [
+        exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", "file:" + os.fspath(path),
+        "-map", "0:a:0", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty stderr cannot deadlock us
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        except OSError as exc:
+            raise AudioError(f"cannot decode {path}: cannot run {exe}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                rate, channels = _read_wav_header(process.stdout)
+            except AudioError as exc:
+                process.wait()
+                reason = _ffmpeg_log(log) or str(exc)
+                raise AudioError(f"cannot decode {path}: {sf_reason} (libsndfile); {reason} (ffmpeg)") from None
+            _check_channel(path, channel, channels)
+            blocks = _pcm_blocks(process.stdout, channels, max(int(rate * BLOCK_SECONDS), 1))
+            samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)
+            if process.wait() != 0:
+                raise AudioError(f"cannot decode {path}: ffmpeg: {_ffmpeg_log(log) or 'failed'}")
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.stdout.close()
+            process.wait()
+    return Decoded(samples, rate, channels)
+
+
+def _ffmpeg_log(log: BinaryIO) -> str:
+    log.seek(0)
+    text = log.read().decode("utf-8", "replace")
+    return _one_line(text) if text.strip() else ""
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise AudioError("truncated WAV header")
+    return data
+
+
+def _read_wav_header(stream: BinaryIO) -> tuple[int, int]:
+    """(sample rate, channels) from a streamed RIFF/WAVE header; leaves `stream` at the samples."""
+    riff = _read_exact(stream, 12)
+    if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        raise AudioError("not a WAV stream")
+    rate = channels = None
+    while True:
+        chunk_id, size = struct.unpack("<4sI", _read_exact(stream, 8))
+        if chunk_id == b"data":
+            if rate is None or channels is None:
+                raise AudioError("WAV data before its format")
+            return rate, channels
+        body = _read_exact(stream, size + (size & 1))
+        if chunk_id == b"fmt ":
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag not in (3, 0xFFFE) or bits != 32 or channels < 1 or rate < 1:
+                raise AudioError(f"unexpected WAV format {tag}/{bits} bit")
+
+
+def _pcm_blocks(stream: BinaryIO, channels: int, frames: int) -> Iterator[np.ndarray]:
+    """Interleaved float32 little-endian PCM → (frames, channels) blocks until EOF."""
+    frame_bytes = 4 * channels
+    want = frames * frame_bytes
+    rest = b""
+    while True:
+        data = stream.read(want)
+        if not data:
+            return
+        data = rest + data
+        usable = len(data) - len(data) % frame_bytes
+        rest = data[usable:]
+        if usable:
+            yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels).astype(np.float32, copy=False)
