@@ -33,6 +33,10 @@ BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer aliv
 NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 _NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
 _MAX_PREALLOC_SECONDS = 48 * 3600  # do not trust a header beyond this when preallocating
+# Extensions libsndfile reads: a failure on these is a broken file, not a missing ffmpeg.
+_SNDFILE_EXTENSIONS = frozenset(
+    "wav wave bwf flac ogg oga opus mp3 aiff aif aifc au snd caf w64 rf64 sd2 voc nist sph wavex".split()
+)
 FFMPEG_HINT = "install ffmpeg (apt-get install ffmpeg) or `pip install 'w2v-embed[ffmpeg]'`"
 
 
@@ -147,7 +151,7 @@ def _one_line(text: str, limit: int = 200) -> str:
 def _sf_reason(exc: BaseException) -> str:
     """libsndfile's own words without the 'Error opening <path>:' prefix soundfile adds."""
     text = getattr(exc, "error_string", None) or str(exc)
-    return _one_line(text).rstrip(".")
+    return _one_line(text).removeprefix("Error : ").rstrip(".")
 
 
 # --- block pipeline ---------------------------------------------------------------------------
@@ -217,12 +221,13 @@ def _resample_blocks(
 def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_reason: str) -> Decoded:
     exe = ffmpeg_executable()
     if exe is None:
-        if "not recognised" in sf_reason.lower() or "unknown format" in sf_reason.lower():
+        if path.suffix.lower().lstrip(".") not in _SNDFILE_EXTENSIONS:
             raise AudioError(f"cannot decode {path}: libsndfile does not read this format; {FFMPEG_HINT}")
         raise AudioError(f"cannot decode {path}: {sf_reason}")
+    source = "file:" + os.fspath(path)  # the file protocol: names like "-x.m4a" or "a:b.m4a" stay names
     command = [
         exe, "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", "file:" + os.fspath(path),
+        "-i", source,
         "-map", "0:a:0", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
     ]  # fmt: skip
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty stderr cannot deadlock us
@@ -235,8 +240,12 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
                 rate, channels = _read_wav_header(process.stdout)
             except AudioError as exc:
                 process.wait()
-                reason = _ffmpeg_log(log) or str(exc)
-                raise AudioError(f"cannot decode {path}: {sf_reason} (libsndfile); {reason} (ffmpeg)") from None
+                reason = _ffmpeg_log(log).replace(f"{source}: ", "") or str(exc)
+                if path.suffix.lower().lstrip(".") in _SNDFILE_EXTENSIONS:
+                    reason = f"{sf_reason} (libsndfile); {reason} (ffmpeg)"
+                else:
+                    reason = f"ffmpeg: {reason}"
+                raise AudioError(f"cannot decode {path}: {reason}") from None
             _check_channel(path, channel, channels)
             blocks = _pcm_blocks(process.stdout, channels, max(int(rate * BLOCK_SECONDS), 1))
             samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)

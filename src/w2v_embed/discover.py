@@ -1,0 +1,129 @@
+"""Which files to process, and the name each one is stored under in the output's /paths.
+
+Names are built from the inputs exactly as the user typed them, so the same command gives the same
+keys on any machine (no absolute paths, no resolved symlinks) and a resumed run finds its files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import W2VEmbedError
+
+DEFAULT_EXTENSIONS: tuple[str, ...] = (
+    "wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "mp4", "webm", "wma", "aiff", "aif", "au",
+)  # fmt: skip
+
+
+class DiscoverError(W2VEmbedError):
+    """A folder that cannot be listed (permissions, I/O error)."""
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    path: Path  # where to read it
+    name: str  # the key stored in the output's /paths
+
+
+def discover(
+    inputs: Sequence[str],
+    extensions: Collection[str] = DEFAULT_EXTENSIONS,
+    recursive: bool = True,
+    follow_symlinks: bool = False,
+) -> list[AudioFile]:
+    """Expand files and folders into the files to embed, in a deterministic order.
+
+    - A file input is taken as given, whatever its extension; its name is the string as typed.
+      An input that does not exist is returned too, so the pipeline records it as failed.
+    - A folder is walked in sorted order (recursively unless `recursive=False`), skipping hidden
+      files and folders (names starting with '.') and keeping files whose extension is in
+      `extensions` (case-insensitive, with or without the dot). A file's name is
+      `os.path.join(folder as typed, path relative to the folder)`: input "corpus" gives
+      "corpus/sub/b.flac", "./corpus/" gives "./corpus/sub/b.flac", "/data/c" gives "/data/c/x.wav".
+    - Symlinked files are included (broken ones too, for the pipeline to report); symlinked
+      folders are descended only with `follow_symlinks`, never into one of their own ancestors.
+    - The first occurrence of a name wins; later duplicates are dropped.
+    """
+    wanted = _normalize_extensions(extensions)
+    seen: set[str] = set()
+    found: list[AudioFile] = []
+    for raw in inputs:
+        if not raw:
+            continue
+        candidates = (
+            _walk(raw, wanted, recursive, follow_symlinks) if os.path.isdir(raw) else iter([AudioFile(Path(raw), raw)])
+        )
+        for file in candidates:
+            if file.name not in seen:
+                seen.add(file.name)
+                found.append(file)
+    return found
+
+
+def read_file_list(lines: Iterable[str]) -> list[str]:
+    """Paths from a --files-from list (one a line): stripped, blank lines skipped, order kept."""
+    return [stripped for line in lines if (stripped := line.strip())]
+
+
+def _normalize_extensions(extensions: Collection[str]) -> frozenset[str]:
+    return frozenset(e.strip().lstrip(".").lower() for e in extensions if e.strip().lstrip("."))
+
+
+def _suffix(name: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return ext.lower() if dot and stem else ""
+
+
+def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bool) -> Iterator[AudioFile]:
+    """Depth-first over sorted entries; `ancestors` holds (device, inode) of the folders above."""
+
+    def visit(folder: str, rel: str, ancestors: frozenset[tuple[int, int]]) -> Iterator[AudioFile]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise DiscoverError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child_rel = os.path.join(rel, entry.name) if rel else entry.name
+            if _is_dir(entry):
+                if not recursive or (entry.is_symlink() and not follow_symlinks):
+                    continue
+                key = _identity(entry.path)
+                if key is None or key in ancestors:
+                    continue  # a symlink loop, or a folder gone since listing
+                yield from visit(entry.path, child_rel, ancestors | {key})
+            elif _is_file_or_broken_link(entry) and _suffix(entry.name) in wanted:
+                yield AudioFile(Path(entry.path), os.path.join(top, child_rel))
+
+    root = _identity(top)
+    yield from visit(top, "", frozenset({root} if root else ()))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _is_file_or_broken_link(entry: os.DirEntry) -> bool:
+    """Regular files (through symlinks) and dangling symlinks; never FIFOs, sockets or devices."""
+    try:
+        if entry.is_file(follow_symlinks=True):
+            return True
+        return entry.is_symlink() and not os.path.exists(entry.path)
+    except OSError:
+        return False
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
