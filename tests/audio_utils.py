@@ -1,7 +1,7 @@
 """Generated test audio: deterministic sines and noise, written in any format soundfile or ffmpeg can.
 
-    from audio_utils import sine, write_audio
-    path = write_audio(tmp_path / "a.flac", sine(2.0, 44100, channels=2), 44100)
+Tests import it as a top-level module (pytest puts tests/ on sys.path), for example
+`write_audio(tmp_path / "a.flac", sine(2.0, 44100, channels=2), 44100)`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import soundfile as sf
 
 def sine(seconds: float, rate: int, channels: int = 1, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
     """(frames, channels) float32; channel k is at freq * (k + 1), so channels are distinguishable."""
-    t = np.arange(int(round(seconds * rate)), dtype=np.float64) / rate
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
     cols = [amplitude * np.sin(2 * np.pi * freq * (k + 1) * t) for k in range(channels)]
     return np.stack(cols, axis=1).astype(np.float32)
 
@@ -24,7 +24,7 @@ def sine(seconds: float, rate: int, channels: int = 1, freq: float = 440.0, ampl
 def noise(seconds: float, rate: int, channels: int = 1, amplitude: float = 0.3, seed: int = 0) -> np.ndarray:
     """(frames, channels) float32 uniform noise in [-amplitude, amplitude]; reproducible by seed."""
     rng = np.random.default_rng(seed)
-    frames = int(round(seconds * rate))
+    frames = round(seconds * rate)
     return rng.uniform(-amplitude, amplitude, size=(frames, channels)).astype(np.float32)
 
 
@@ -57,7 +57,7 @@ def write_with_ffmpeg(path: Path, data: np.ndarray, rate: int, *codec_args: str)
     """Encode `data` with ffmpeg into whatever `path`'s extension means (m4a → AAC by default)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames, channels = data.shape
+    channels = data.shape[1]
     command = [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "f32le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0",

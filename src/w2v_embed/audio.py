@@ -34,9 +34,10 @@ NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_nor
 _NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
 _MAX_PREALLOC_SECONDS = 48 * 3600  # do not trust a header beyond this when preallocating
 # Extensions libsndfile reads: a failure on these is a broken file, not a missing ffmpeg.
-_SNDFILE_EXTENSIONS = frozenset(
-    "wav wave bwf flac ogg oga opus mp3 aiff aif aifc au snd caf w64 rf64 sd2 voc nist sph wavex".split()
-)
+_SNDFILE_EXTENSIONS = frozenset({
+    "wav", "wave", "bwf", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc", "au", "snd", "caf",
+    "w64", "rf64", "sd2", "voc", "nist", "sph", "wavex",
+})  # fmt: skip
 FFMPEG_HINT = "install ffmpeg (apt-get install ffmpeg) or `pip install 'w2v-embed[ffmpeg]'`"
 
 
@@ -69,9 +70,7 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
         block = max(int(rate * BLOCK_SECONDS), 1)
         expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
         try:
-            samples = _resample_blocks(
-                path, _sf_blocks(reader, block), rate, target_rate, channel, expected
-            )
+            samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return Decoded(samples, rate, channels)
@@ -130,6 +129,8 @@ def _check_path(path: Path) -> None:
         size = path.stat().st_size
     except OSError as exc:
         raise AudioError(f"cannot decode {path}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"cannot decode {path}: permission denied")
     if size == 0 and path.is_file():
         raise AudioError(f"cannot decode {path}: empty file (0 bytes)")
 
@@ -190,11 +191,9 @@ def _resample_blocks(
     frames = 0
 
     def append(piece: np.ndarray) -> None:
-        nonlocal out, filled
-        if filled + len(piece) > len(out):
-            grown = np.empty(max(2 * len(out), filled + len(piece)), dtype=np.float32)
-            grown[:filled] = out[:filled]
-            out = grown
+        nonlocal filled
+        if filled + len(piece) > len(out):  # realloc: large blocks grow by remapping, not copying
+            out.resize(max(2 * len(out), filled + len(piece)), refcheck=False)
         out[filled : filled + len(piece)] = piece
         filled += len(piece)
 
@@ -208,7 +207,8 @@ def _resample_blocks(
         raise AudioError(f"cannot decode {path}: no audio (0 frames)")
     if stream:
         append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    return out[:filled].copy() if len(out) - filled > 4096 else out[:filled]
+    out.resize(filled, refcheck=False)  # no view of `out` exists: shrink in place
+    return out
 
 
 # --- ffmpeg -----------------------------------------------------------------------------------
