@@ -1,0 +1,669 @@
+"""The output file (format "w2v-embed/1"): writing it crash-safely, resuming it, and reading it back.
+
+HDF5 files are not crash-safe: a process killed mid-write can leave the whole file unreadable. So a
+run never writes OUT.h5 while it works. Finished files are buffered in memory and committed as
+small segment files in `OUT.h5.parts/`, each written under a temporary name and renamed into place,
+so a segment is either whole or absent. Only `close()` builds OUT.h5: it streams the old OUT.h5 (when
+resuming a finished file) and the segments into `OUT.h5.tmp-<pid>` and renames that over OUT.h5. A
+kill at any moment therefore loses at most the buffered, uncommitted files, which `--resume` redoes.
+
+Segments use the very layout of the final file, so one merge routine reads both.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import W2VEmbedError
+
+try:  # POSIX only; without it (Windows) runs are not protected against a second writer
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+FORMAT = "w2v-embed/1"
+POOLINGS = ("mean", "max", "meanstd", "none")
+DTYPES = ("float32", "float16")
+MODES = ("new", "resume", "overwrite")
+
+_STR = h5py.string_dtype()
+_SEGMENT = re.compile(r"seg-(\d+)\.h5")
+_CHUNK_BYTES = 1 << 20  # HDF5 chunk size target: fits the default 1 MiB chunk cache
+_COPY_BYTES = 64 << 20  # merge copies at most this much at a time
+_BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
+# What must match to continue a run, with the words an error message uses for it.
+_RESUME_FIELDS = {
+    "model_sha256": "model sha256",
+    "hidden_size": "hidden size",
+    "layers": "layers",
+    "pooling": "pooling",
+    "dtype": "dtype",
+    "chunk_seconds": "chunk seconds",
+    "context_seconds": "context seconds",
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run computes; stored as the file's attributes and compared on resume."""
+
+    model: str
+    model_sha256: str
+    layers: tuple[int, ...]
+    pooling: str  # "mean" | "max" | "meanstd" | "none"
+    hidden_size: int
+    dtype: str = "float32"
+    sample_rate: int = 16000
+    frame_rate: float = 50.0
+    frame_center_offset: float = 0.0125
+    chunk_seconds: float = 0.0
+    context_seconds: float = 0.0
+
+    @property
+    def frame_level(self) -> bool:
+        return self.pooling == "none"
+
+    @property
+    def width(self) -> int:
+        """Columns of each layer dataset (meanstd stores mean and std side by side)."""
+        return 2 * self.hidden_size if self.pooling == "meanstd" else self.hidden_size
+
+    def validate(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise W2VEmbedError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if self.dtype not in DTYPES:
+            raise W2VEmbedError(f"dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
+            raise W2VEmbedError(f"layers {list(self.layers)}: expected distinct layer numbers >= 0")
+        if self.hidden_size < 1:
+            raise W2VEmbedError(f"hidden size {self.hidden_size}: expected a positive number")
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "layers": list(self.layers)}, indent=1)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunInfo:
+        """Build from run.json or HDF5 attributes; unknown keys (newer versions) are ignored."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if key == "layers":
+                kwargs[key] = tuple(int(v) for v in np.atleast_1d(value))
+            elif isinstance(value, bytes):
+                kwargs[key] = value.decode()
+            elif isinstance(value, np.generic):
+                kwargs[key] = value.item()
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "sample_rate": np.int64(self.sample_rate),
+            "frame_rate": float(self.frame_rate),
+            "frame_center_offset": float(self.frame_center_offset),
+            "pooling": self.pooling,
+            "layers": np.asarray(self.layers, dtype=np.int64),
+            "hidden_size": np.int64(self.hidden_size),
+            "w2v_embed_version": __version__,
+            "chunk_seconds": float(self.chunk_seconds),
+            "context_seconds": float(self.context_seconds),
+            "dtype": self.dtype,
+        }
+
+
+@dataclass
+class _Entry:
+    name: str
+    num_samples: int
+    source_sample_rate: int
+    features: dict[int, np.ndarray]
+
+
+@dataclass
+class _Buffer:
+    """Results not yet committed to a segment."""
+
+    entries: list[_Entry] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    nbytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.failures)
+
+
+class FeatureWriter:
+    """Collects per-file results into OUT.h5, crash-safely (see the module docstring).
+
+    `done` holds the names already stored (from an earlier run when resuming, plus those added
+    since), so the caller can skip them; names that failed before are not in it and get retried.
+    Use it as a context manager: a normal exit merges (close), an exception keeps the parts (abort).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        info: RunInfo,
+        mode: str = "new",
+        commit_every_files: int = 64,
+        commit_every_seconds: float = 20.0,
+    ) -> None:
+        info.validate()
+        if mode not in MODES:
+            raise W2VEmbedError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+        if commit_every_files < 1 or commit_every_seconds < 0:
+            raise W2VEmbedError("commit_every_files must be >= 1 and commit_every_seconds >= 0")
+        self.path = Path(path)
+        self.info = info
+        self.parts = _parts_dir(self.path)
+        self.commit_every_files = commit_every_files
+        self.commit_every_seconds = commit_every_seconds
+        self.done: set[str] = set()
+        self._buffer = _Buffer()
+        self._dtype = np.dtype(info.dtype)
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _Lock(self.path)
+        try:
+            self._prepare(mode)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._next_segment = max(_segment_numbers(self.parts), default=0) + 1
+        self._last_commit = time.monotonic()
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _prepare(self, mode: str) -> None:
+        """Apply the mode; runs with the lock held, so every leftover temp file is stale."""
+        _remove_merge_temps(self.path)
+        if mode == "new" and (self.path.exists() or self.parts.exists()):
+            existing = self.path if self.path.exists() else self.parts
+            raise W2VEmbedError(f"{existing} exists; pass --resume to continue it or --overwrite to replace it")
+        if mode == "overwrite":
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.parts, ignore_errors=True)
+        if mode == "resume":
+            self.done = self._scan_existing()
+        self.parts.mkdir(exist_ok=True)
+        run_json = self.parts / "run.json"
+        if not run_json.exists():
+            _atomic_write_text(run_json, self.info.to_json())
+
+    def _scan_existing(self) -> set[str]:
+        """Names already stored in OUT.h5 and the segments, after checking they match this run."""
+        done: set[str] = set()
+        if self.path.exists():
+            with _open_output(self.path) as f:
+                _check_resumable(self.path, _stored_info(f), self.info)
+                done.update(_read_strings(f["paths"]))
+        if not self.parts.exists():
+            return done
+        for stale in self.parts.glob("*.tmp"):
+            stale.unlink(missing_ok=True)  # a commit killed half-way
+        run_json = self.parts / "run.json"
+        if run_json.exists():
+            try:
+                stored = RunInfo.from_dict(json.loads(run_json.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise W2VEmbedError(f"{run_json}: unreadable ({exc}); pass --overwrite to start over") from exc
+            _check_resumable(self.parts, stored, self.info)
+        for segment in _segments(self.parts):
+            with _open_output(segment) as f:
+                _check_resumable(segment, _stored_info(f), self.info)
+                done.update(_read_strings(f["paths"]))
+        return done
+
+    # -- adding results --------------------------------------------------------------------------
+
+    def add(self, name: str, num_samples: int, source_sample_rate: int, features: Mapping[int, np.ndarray]) -> None:
+        """Store one file's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all layers."""
+        self._check_open()
+        if name in self.done:
+            raise W2VEmbedError(f"{name}: already stored in {self.path}; skip the names in writer.done")
+        arrays = self._checked_features(name, features)
+        self._buffer.entries.append(_Entry(name, int(num_samples), int(source_sample_rate), arrays))
+        self._buffer.nbytes += sum(a.nbytes for a in arrays.values())
+        self.done.add(name)
+        self._maybe_commit()
+
+    def add_failure(self, name: str, error: str) -> None:
+        """Record why a file could not be embedded; a later successful retry removes the record."""
+        self._check_open()
+        self._buffer.failures.append((name, " ".join(str(error).split()) or "unknown error"))
+        self._maybe_commit()
+
+    def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Copies in the storage dtype; wrong shapes are a caller bug that would corrupt the columns."""
+        info = self.info
+        missing = [k for k in info.layers if k not in features]
+        if missing:
+            raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
+        arrays = {k: np.array(features[k], dtype=self._dtype) for k in info.layers}
+        if info.frame_level:
+            lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
+            ok = all(a.ndim == 2 and a.shape[1] == info.hidden_size for a in arrays.values()) and len(lengths) == 1
+            expected = f"(frames, {info.hidden_size}) with the same number of frames for every layer"
+        else:
+            ok = all(a.shape == (info.width,) for a in arrays.values())
+            expected = f"({info.width},)"
+        if not ok:
+            shapes = {k: a.shape for k, a in arrays.items()}
+            raise W2VEmbedError(f"{name}: feature shapes {shapes}; expected {expected} for pooling {info.pooling}")
+        return arrays
+
+    def _maybe_commit(self) -> None:
+        due = time.monotonic() - self._last_commit >= self.commit_every_seconds
+        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= _BUFFER_BYTES or due:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the buffered results crash-safe now, as one new segment (nothing to do when empty)."""
+        self._check_open()
+        self._commit()
+
+    def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        if not len(self._buffer):
+            return
+        final = self.parts / f"seg-{self._next_segment:06d}.h5"
+        temp = final.with_name(final.name + ".tmp")
+        try:
+            _write_segment(temp, self.info, self._buffer)
+            _fsync_file(temp)
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.parts)
+        self._next_segment += 1
+        self._buffer = _Buffer()  # only now: an interrupted commit keeps the results for abort()
+
+    # -- finishing -------------------------------------------------------------------------------
+
+    def close(self) -> Path:
+        """Commit, merge OUT.h5 + segments into a new OUT.h5 (atomically), remove the parts; returns OUT."""
+        if self._closed:
+            return self.path
+        try:
+            self._commit()
+            temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+            try:
+                sources = ([self.path] if self.path.exists() else []) + _segments(self.parts)
+                _merge(sources, temp, self.info)
+                _fsync_file(temp)
+                os.replace(temp, self.path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.path.parent)
+            shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
+        finally:
+            self._finish()
+        return self.path
+
+    def abort(self) -> None:
+        """Commit what is buffered and stop without merging (Ctrl-C); `--resume` continues from the parts."""
+        if self._closed:
+            return
+        try:
+            self._commit()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise W2VEmbedError(f"the writer for {self.path} is closed; open a new one with mode 'resume'")
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# -- locking ---------------------------------------------------------------------------------------
+
+
+class _Lock:
+    """flock on OUT.h5.lock for the writer's lifetime; the OS drops it when the process dies."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + ".lock")
+        self.fd: int | None = None
+        if fcntl is None:  # pragma: no cover
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise W2VEmbedError(
+                        f"{output} is being written by another w2v-embed process (pid {pid}); "
+                        "wait for it to finish or stop it"
+                    ) from exc
+                raise W2VEmbedError(f"cannot lock {self.path} ({exc}); write the output to a local disk") from exc
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the previous holder removed the file between our open and flock: retry
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
+        os.close(self.fd)
+        self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+# -- files and folders -----------------------------------------------------------------------------
+
+
+def _parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def _segment_numbers(parts: Path) -> list[int]:
+    if not parts.is_dir():
+        return []
+    return [int(m.group(1)) for p in parts.iterdir() if (m := _SEGMENT.fullmatch(p.name))]
+
+
+def _segments(parts: Path) -> list[Path]:
+    """Complete segments in commit order (temp names never match)."""
+    return [parts / f"seg-{n:06d}.h5" for n in sorted(_segment_numbers(parts))]
+
+
+def _remove_merge_temps(output: Path) -> None:
+    pattern = re.compile(re.escape(output.name) + r"\.tmp-\d+")
+    for p in output.parent.glob(output.name + ".tmp-*"):
+        if pattern.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text)
+    _fsync_file(temp)
+    os.replace(temp, path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable across power loss too (best effort: not every platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _open_output(path: Path) -> h5py.File:
+    """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); pass --overwrite to replace it") from exc
+    if _attr_str(f.attrs.get("format")) != FORMAT:
+        f.close()
+        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); pass --overwrite to replace it")
+    return f
+
+
+def _attr_str(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
+def _stored_info(f: h5py.File) -> RunInfo:
+    attrs = dict(f.attrs)
+    if "hidden_size" not in attrs:  # not written by every producer of the format: infer it
+        first = f[f"layer_{int(np.atleast_1d(attrs['layers'])[0])}"]
+        attrs["hidden_size"] = first.shape[1] // (2 if _attr_str(attrs.get("pooling")) == "meanstd" else 1)
+    try:
+        return RunInfo.from_dict(attrs)
+    except TypeError as exc:
+        raise W2VEmbedError(f"{f.filename}: incomplete attributes ({exc}); pass --overwrite to replace it") from exc
+
+
+def _check_resumable(where: Path, stored: RunInfo, new: RunInfo) -> None:
+    for name, words in _RESUME_FIELDS.items():
+        old, now = getattr(stored, name), getattr(new, name)
+        if old != now:
+            raise W2VEmbedError(
+                f"cannot resume: {where} was written with {words} {_show(old)}, this run asks for {_show(now)}; "
+                "use the same settings, or pass --overwrite to start over"
+            )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return str(list(value))
+    if isinstance(value, str) and len(value) == 64:  # a sha256
+        return value[:12] + "…"
+    return str(value)
+
+
+def _read_strings(dataset: h5py.Dataset) -> list[str]:
+    return [str(s) for s in dataset.asstr()[()]]
+
+
+# -- writing the layout ----------------------------------------------------------------------------
+
+
+def _create_layout(
+    f: h5py.File, info: RunInfo, rows: int, frames: int, failures: list[tuple[str, str]], resizable: bool
+) -> None:
+    """All datasets of the format, sized; resizable (chunked) for outputs, contiguous for segments."""
+    f.attrs.update(info.attrs())
+
+    def create(name: str, shape: tuple[int, ...], dtype: Any) -> h5py.Dataset:
+        if not resizable:
+            return f.create_dataset(name, shape=shape, dtype=dtype)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * (16 if dtype is _STR else np.dtype(dtype).itemsize)
+        chunk_rows = max(1, min(shape[0], _CHUNK_BYTES // max(row_bytes, 1)))
+        return f.create_dataset(name, shape=shape, dtype=dtype, maxshape=(None, *shape[1:]), chunks=(chunk_rows, *shape[1:]))
+
+    create("paths", (rows,), _STR)
+    create("num_samples", (rows,), np.int64)
+    create("source_sample_rate", (rows,), np.int64)
+    if info.frame_level:
+        create("offsets", (rows + 1,), np.int64)
+    for layer in info.layers:
+        create(f"layer_{layer}", (frames if info.frame_level else rows, info.width), info.dtype)
+    names = create("failed/paths", (len(failures),), _STR)
+    errors = create("failed/errors", (len(failures),), _STR)
+    if failures:
+        names[:] = np.array([n for n, _ in failures], dtype=object)
+        errors[:] = np.array([e for _, e in failures], dtype=object)
+
+
+def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
+    entries = buffer.entries
+    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.frame_level else []
+    with h5py.File(path, "w") as f:
+        _create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
+        if entries:
+            f["paths"][:] = np.array([e.name for e in entries], dtype=object)
+            f["num_samples"][:] = [e.num_samples for e in entries]
+            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
+        if info.frame_level:
+            f["offsets"][:] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        for layer in info.layers:
+            if entries:
+                stack = np.concatenate if info.frame_level else np.stack
+                f[f"layer_{layer}"][:] = stack([e.features[layer] for e in entries])
+
+
+# -- merging ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """One input of a merge, with the rows it contributes (duplicates of earlier rows dropped)."""
+
+    path: Path
+    keep: np.ndarray  # bool per row
+    offsets: np.ndarray | None  # frame-level only
+
+
+def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[str, str]]]:
+    """Reads only names (and offsets): which rows survive, and the failures still unresolved."""
+    sources: list[_Source] = []
+    stored: set[str] = set()
+    failures: dict[str, str] = {}  # first-failure order, latest reason
+    for path in paths:
+        with _open_output(path) as f:
+            keep = np.zeros(f["paths"].shape[0], dtype=bool)
+            for i, name in enumerate(_read_strings(f["paths"])):
+                keep[i] = name not in stored
+                stored.add(name)
+            offsets = f["offsets"][()] if info.frame_level else None
+            for name, error in zip(_read_strings(f["failed/paths"]), _read_strings(f["failed/errors"])):
+                failures[name] = error
+        sources.append(_Source(path, keep, offsets))
+    return sources, [(n, e) for n, e in failures.items() if n not in stored]
+
+
+def _runs(keep: np.ndarray) -> Iterator[tuple[int, int]]:
+    """[start, stop) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+    yield from zip(edges[::2].tolist(), edges[1::2].tolist())
+
+
+def _copy(src: h5py.Dataset, dst: h5py.Dataset, start: int, stop: int, at: int) -> None:
+    """dst[at:] = src[start:stop], a bounded block at a time."""
+    row_bytes = max(1, int(np.prod(src.shape[1:], dtype=np.int64)) * src.dtype.itemsize)
+    step = max(1, _COPY_BYTES // row_bytes)
+    for s in range(start, stop, step):
+        e = min(stop, s + step)
+        dst[at + s - start : at + e - start] = src[s:e]
+
+
+def _merge(paths: list[Path], out: Path, info: RunInfo) -> None:
+    """Stream all inputs, in order, into one new output file."""
+    sources, failures = _plan(paths, info)
+    rows = sum(int(s.keep.sum()) for s in sources)
+    frames = sum(int(s.offsets[b] - s.offsets[a]) for s in sources if s.offsets is not None for a, b in _runs(s.keep))
+    with h5py.File(out, "w") as f:
+        _create_layout(f, info, rows, frames, failures, resizable=True)
+        row = frame = 0
+        for source in sources:
+            with h5py.File(source.path, "r") as src:
+                for a, b in _runs(source.keep):
+                    for name in ("paths", "num_samples", "source_sample_rate"):
+                        _copy(src[name], f[name], a, b, row)
+                    if source.offsets is not None:
+                        fa, fb = int(source.offsets[a]), int(source.offsets[b])
+                        for layer in info.layers:
+                            _copy(src[f"layer_{layer}"], f[f"layer_{layer}"], fa, fb, frame)
+                        f["offsets"][row + 1 : row + 1 + b - a] = frame + source.offsets[a + 1 : b + 1] - fa
+                        frame += fb - fa
+                    else:
+                        for layer in info.layers:
+                            _copy(src[f"layer_{layer}"], f[f"layer_{layer}"], a, b, row)
+                    row += b - a
+        if info.frame_level:
+            f["offsets"][0] = 0
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _open_finished(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        if _parts_dir(path).exists():
+            raise W2VEmbedError(f"{path} is not finished yet; rerun the extraction with --resume to complete it")
+        raise W2VEmbedError(f"{path}: no such file")
+    return _open_output(path)
+
+
+def load(path: str | Path, layer: int | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
+    """Features in one line: pooled → (paths, array (files, dim)); frame-level → {path: (frames, dim)}.
+
+    `layer=None` picks the last stored layer. Arrays keep the storage dtype (float16 stays float16).
+    """
+    with _open_finished(path) as f:
+        layers = [int(k) for k in np.atleast_1d(f.attrs["layers"])]
+        chosen = layers[-1] if layer is None else int(layer)
+        if chosen not in layers:
+            raise W2VEmbedError(f"{path}: layer {chosen} is not stored; stored layers: {', '.join(map(str, layers))}")
+        paths = _read_strings(f["paths"])
+        data = f[f"layer_{chosen}"][()]
+        if _attr_str(f.attrs.get("pooling")) != "none":
+            return paths, data
+        offsets = f["offsets"][()]
+    return {p: data[offsets[i] : offsets[i + 1]] for i, p in enumerate(paths)}
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """What `w2v-embed info` shows: the attributes, file count, audio duration and failures (plain types)."""
+    with _open_finished(path) as f:
+        summary: dict[str, Any] = {"files": int(f["paths"].shape[0])}
+        for key, value in f.attrs.items():
+            summary[key] = _plain(value)
+        rate = summary.get("sample_rate") or 16000
+        summary["audio_seconds"] = float(f["num_samples"][()].sum()) / rate
+        if "offsets" in f:
+            summary["frames"] = int(f["offsets"][-1]) if f["offsets"].shape[0] else 0
+        summary["failed"] = list(zip(_read_strings(f["failed/paths"]), _read_strings(f["failed/errors"])))
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,422 @@
+"""FeatureWriter / load / read_summary: the layout, modes, locking, and crash-safe resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from w2v_embed import __version__
+from w2v_embed.errors import W2VEmbedError
+from w2v_embed.store import FeatureWriter, RunInfo, load, read_summary
+
+HIDDEN = 8
+SHA = "ab" * 32
+
+
+def info_for(pooling: str = "mean", layers=(6, 12), dtype: str = "float32", **kw) -> RunInfo:
+    return RunInfo(model="tiny.onnx", model_sha256=SHA, layers=tuple(layers), pooling=pooling,
+                   hidden_size=HIDDEN, dtype=dtype, **kw)
+
+
+def name_of(i: int) -> str:
+    return f"corpus/spk{i % 3}/utt{i:03d}.wav"
+
+
+def features(i: int, info: RunInfo) -> dict[int, np.ndarray]:
+    """Deterministic per-file features (so a resumed run can be compared with an uninterrupted one)."""
+    rng = np.random.default_rng(i)
+    frames = 1 + (i * 7) % 13
+    if info.frame_level:
+        return {k: rng.standard_normal((frames, HIDDEN)).astype(np.float32) + k for k in info.layers}
+    return {k: rng.standard_normal(info.width).astype(np.float32) + k for k in info.layers}
+
+
+def num_samples(i: int) -> int:
+    return 400 + 320 * (i * 7 % 13)
+
+
+def add(writer: FeatureWriter, i: int) -> None:
+    writer.add(name_of(i), num_samples(i), 44_100 if i % 2 else 16_000, features(i, writer.info))
+
+
+def write(path: Path, info: RunInfo, items, mode: str = "new", **kw) -> Path:
+    """items: ints (files added) or (int, reason) pairs (failures)."""
+    with FeatureWriter(path, info, mode, **kw) as writer:
+        for item in items:
+            if isinstance(item, tuple):
+                writer.add_failure(name_of(item[0]), item[1])
+            elif name_of(item) not in writer.done:
+                add(writer, item)
+    return path
+
+
+def dump(path: Path) -> dict:
+    """Every dataset and attribute, for whole-file comparisons."""
+    out: dict = {}
+    with h5py.File(path, "r") as f:
+        out["attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str if obj.dtype.kind != "O" else "str", obj[()].tolist())
+
+        f.visititems(visit)
+    return out
+
+
+def leftovers(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+# -- layout ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanstd"])
+def test_pooled_layout(tmp_path, pooling):
+    info = info_for(pooling, chunk_seconds=20.0, context_seconds=2.0)
+    out = write(tmp_path / "feats.h5", info, [0, 1, 2, (3, "cannot decode x.wav: bad header"), 4])
+    assert leftovers(out) == []  # no parts folder, lock or temp file left
+    width = 2 * HIDDEN if pooling == "meanstd" else HIDDEN
+    with h5py.File(out, "r") as f:
+        a = f.attrs
+        assert a["format"] == "w2v-embed/1" and a["model"] == "tiny.onnx" and a["model_sha256"] == SHA
+        assert a["sample_rate"] == 16000 and a["frame_rate"] == 50.0 and a["frame_center_offset"] == 0.0125
+        assert a["pooling"] == pooling and a["dtype"] == "float32" and a["w2v_embed_version"] == __version__
+        assert a["layers"].dtype == np.int64 and list(a["layers"]) == [6, 12]
+        assert a["chunk_seconds"] == 20.0 and a["context_seconds"] == 2.0
+        assert list(f["paths"].asstr()[()]) == [name_of(i) for i in (0, 1, 2, 4)]
+        assert f["num_samples"].dtype == np.int64 and list(f["num_samples"]) == [num_samples(i) for i in (0, 1, 2, 4)]
+        assert list(f["source_sample_rate"]) == [16_000, 44_100, 16_000, 16_000]
+        assert "offsets" not in f
+        for k in (6, 12):
+            ds = f[f"layer_{k}"]
+            assert ds.shape == (4, width) and ds.dtype == np.float32
+            assert ds.maxshape == (None, width) and ds.chunks is not None
+            np.testing.assert_array_equal(ds[()], np.stack([features(i, info)[k] for i in (0, 1, 2, 4)]))
+        assert list(f["failed/paths"].asstr()[()]) == [name_of(3)]
+        assert list(f["failed/errors"].asstr()[()]) == ["cannot decode x.wav: bad header"]
+
+
+def test_frame_level_offsets_slice_each_file(tmp_path):
+    info = info_for("none", layers=(1, 3))
+    out = write(tmp_path / "frames.h5", info, range(6))
+    with h5py.File(out, "r") as f:
+        offsets = f["offsets"][()]
+        assert offsets.dtype == np.int64 and offsets[0] == 0 and len(offsets) == 7
+        for k in (1, 3):
+            ds = f[f"layer_{k}"]
+            assert ds.shape == (offsets[-1], HIDDEN) and ds.maxshape == (None, HIDDEN)
+            for i in range(6):
+                np.testing.assert_array_equal(ds[offsets[i] : offsets[i + 1]], features(i, info)[k])
+
+
+def test_float16_storage(tmp_path):
+    info = info_for("none", dtype="float16")
+    out = write(tmp_path / "h.h5", info, range(3))
+    with h5py.File(out, "r") as f:
+        assert f["layer_12"].dtype == np.float16 and f.attrs["dtype"] == "float16"
+    frames = load(out, layer=6)
+    assert frames[name_of(2)].dtype == np.float16
+    np.testing.assert_array_equal(frames[name_of(2)], features(2, info)[6].astype(np.float16))
+
+
+def test_empty_run_still_writes_a_valid_file(tmp_path):
+    out = write(tmp_path / "e.h5", info_for("none"), [])
+    assert load(out) == {}
+    summary = read_summary(out)
+    assert summary["files"] == 0 and summary["frames"] == 0 and summary["failed"] == []
+
+
+def test_bad_features_are_refused(tmp_path):
+    with FeatureWriter(tmp_path / "x.h5", info_for("meanstd")) as writer:
+        with pytest.raises(W2VEmbedError, match=r"expected \(16,\)"):
+            writer.add("a", 1, 16_000, {6: np.zeros(HIDDEN), 12: np.zeros(HIDDEN)})
+        with pytest.raises(W2VEmbedError, match=r"lack layers \[12\]"):
+            writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN)})
+        writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)})
+        with pytest.raises(W2VEmbedError, match="already stored"):
+            writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)})
+    with FeatureWriter(tmp_path / "y.h5", info_for("none")) as writer:
+        with pytest.raises(W2VEmbedError, match="same number of frames"):
+            writer.add("a", 1, 16_000, {6: np.zeros((3, HIDDEN)), 12: np.zeros((4, HIDDEN))})
+    with pytest.raises(W2VEmbedError, match="pooling 'median'"):
+        FeatureWriter(tmp_path / "z.h5", info_for("median"))
+
+
+# -- modes and locking -------------------------------------------------------------------------------
+
+
+def test_new_refuses_existing_output_and_overwrite_replaces_it(tmp_path):
+    out = write(tmp_path / "x.h5", info_for(), [0, 1])
+    with pytest.raises(W2VEmbedError, match=r"x\.h5 exists; pass --resume to continue it or --overwrite to replace it"):
+        FeatureWriter(out, info_for())
+    write(out, info_for(layers=(3,)), [5], mode="overwrite")
+    paths, x = load(out)
+    assert paths == [name_of(5)] and x.shape == (1, HIDDEN)
+    assert leftovers(out) == []
+
+
+def test_new_refuses_unfinished_parts(tmp_path):
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info_for())
+    add(writer, 0)
+    writer.abort()
+    with pytest.raises(W2VEmbedError, match=r"x\.h5\.parts exists; pass --resume"):
+        FeatureWriter(out, info_for())
+    with pytest.raises(W2VEmbedError, match="not finished yet; rerun the extraction with --resume"):
+        load(out)
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    out = tmp_path / "x.h5"
+    first = FeatureWriter(out, info_for())
+    add(first, 0)
+    for mode in ("new", "resume", "overwrite"):
+        with pytest.raises(W2VEmbedError, match=rf"is being written by another w2v-embed process \(pid {os.getpid()}\)"):
+            FeatureWriter(out, info_for(), mode)
+    first.close()
+    write(out, info_for(), [1], mode="resume")  # free again once the first is done
+    assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def test_lock_is_released_when_the_holder_dies(tmp_path):
+    out = tmp_path / "x.h5"
+    script = (f"from pathlib import Path; from w2v_embed.store import FeatureWriter, RunInfo; import time, sys\n"
+              f"w = FeatureWriter(Path({str(out)!r}), RunInfo('m', {SHA!r}, (6, 12), 'mean', {HIDDEN}))\n"
+              "print('locked', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(W2VEmbedError, match=rf"another w2v-embed process \(pid {proc.pid}\)"):
+            FeatureWriter(out, info_for(), "resume")
+    finally:
+        proc.kill()
+        proc.wait()
+    write(out, info_for(), [0], mode="resume")
+    assert load(out)[0] == [name_of(0)]
+
+
+def test_context_manager_aborts_on_exception(tmp_path):
+    out = tmp_path / "x.h5"
+    with pytest.raises(KeyboardInterrupt):
+        with FeatureWriter(out, info_for(), commit_every_files=100) as writer:
+            add(writer, 0)
+            add(writer, 1)
+            raise KeyboardInterrupt
+    assert not out.exists() and not (tmp_path / "x.h5.lock").exists()
+    assert sorted(p.name for p in (tmp_path / "x.h5.parts").iterdir()) == ["run.json", "seg-000001.h5"]
+    with FeatureWriter(out, info_for(), "resume") as writer:
+        assert writer.done == {name_of(0), name_of(1)}
+    assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def test_segments_are_committed_by_count_and_by_time(tmp_path):
+    parts = tmp_path / "x.h5.parts"
+    writer = FeatureWriter(tmp_path / "x.h5", info_for(), commit_every_files=3, commit_every_seconds=3600)
+    for i in range(7):
+        add(writer, i)
+    assert len(list(parts.glob("seg-*.h5"))) == 2  # 6 files committed, 1 buffered
+    writer.commit_every_seconds = 0.0
+    writer.add_failure("bad.wav", "boom")
+    assert len(list(parts.glob("seg-*.h5"))) == 3
+    writer.close()
+    assert not parts.exists()
+
+
+# -- resume ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["mean", "none"])
+def test_abort_then_resume_equals_uninterrupted(tmp_path, pooling):
+    info = info_for(pooling)
+    items = [0, 1, (2, "too short"), 3, 4, 5, 6, (7, "cannot decode"), 8, 9, 10]
+    full = write(tmp_path / "full.h5", info, items, commit_every_files=3)
+    out = tmp_path / "out.h5"
+    writer = FeatureWriter(out, info, commit_every_files=3)
+    for item in items[:6]:
+        writer.add_failure(name_of(item[0]), item[1]) if isinstance(item, tuple) else add(writer, item)
+    writer.abort()  # 6 results: 3 committed + 3 buffered, all must survive
+    assert not out.exists() and not (tmp_path / "out.h5.lock").exists()
+    with FeatureWriter(out, info, "resume", commit_every_files=3) as writer:
+        assert writer.done == {name_of(i) for i in (0, 1, 3, 4, 5)}  # the failure is retried
+        for item in items:
+            if isinstance(item, tuple):
+                if item[0] != 2:
+                    writer.add_failure(name_of(item[0]), item[1])
+            elif name_of(item) not in writer.done:
+                add(writer, item)
+        writer.add_failure(name_of(2), "too short")  # retried, failed again: recorded once
+    assert dump(out) == dump(full)
+    assert leftovers(out) == ["full.h5"]
+
+
+def test_retry_that_succeeds_removes_the_failure(tmp_path):
+    out = write(tmp_path / "x.h5", info_for(), [0, (1, "busy"), (2, "bad")])
+    write(out, info_for(), [1], mode="resume")
+    summary = read_summary(out)
+    assert summary["files"] == 2 and summary["failed"] == [(name_of(2), "bad")]
+    assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def test_resume_on_finished_file_adds_new_files(tmp_path):
+    info = info_for("none")
+    full = write(tmp_path / "full.h5", info, range(8))
+    out = write(tmp_path / "out.h5", info, range(5))
+    with FeatureWriter(out, info, "resume") as writer:
+        assert writer.done == {name_of(i) for i in range(5)}
+        for i in range(8):
+            if name_of(i) not in writer.done:
+                add(writer, i)
+    assert dump(out) == dump(full)
+
+
+def test_resume_with_nothing_there_starts_fresh(tmp_path):
+    out = write(tmp_path / "x.h5", info_for(), [0], mode="resume")
+    assert load(out)[0] == [name_of(0)]
+
+
+@pytest.mark.parametrize("finished", [False, True])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(layers=(12,)), r"was written with layers \[6, 12\], this run asks for \[12\]"),
+        (dict(pooling="max"), "was written with pooling mean, this run asks for max"),
+        (dict(model_sha256="cd" * 32), "was written with model sha256 ababababab"),
+        (dict(dtype="float16"), "was written with dtype float32, this run asks for float16"),
+        (dict(chunk_seconds=30.0), "was written with chunk seconds 0.0, this run asks for 30.0"),
+        (dict(context_seconds=1.0), "context seconds"),
+    ],
+)
+def test_resume_with_different_settings_is_refused(tmp_path, finished, change, message):
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info_for())
+    add(writer, 0)
+    writer.close() if finished else writer.abort()
+    changed = RunInfo(**{**info_for().__dict__, **change})
+    with pytest.raises(W2VEmbedError, match="cannot resume: .*" + message + ".*--overwrite"):
+        FeatureWriter(out, changed, "resume")
+    assert not (tmp_path / "x.h5.lock").exists()
+    write(out, info_for(), [1], mode="resume")  # the stored work is untouched
+    assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def test_leftover_temp_segment_is_ignored_and_removed(tmp_path):
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info_for(), commit_every_files=2)
+    for i in range(4):
+        add(writer, i)
+    writer.abort()
+    parts = tmp_path / "x.h5.parts"
+    whole = (parts / "seg-000002.h5").read_bytes()
+    (parts / "seg-000003.h5.tmp").write_bytes(whole[: len(whole) // 2])  # a commit killed half-way
+    (tmp_path / "x.h5.tmp-999999").write_bytes(b"half a merge")
+    with FeatureWriter(out, info_for(), "resume") as writer:
+        assert writer.done == {name_of(i) for i in range(4)}
+        assert not (parts / "seg-000003.h5.tmp").exists() and not (tmp_path / "x.h5.tmp-999999").exists()
+        add(writer, 4)
+    assert load(out)[0] == [name_of(i) for i in range(5)]
+    assert leftovers(out) == []
+
+
+def test_kill_after_merge_before_cleanup_stores_each_file_once(tmp_path):
+    info = info_for("none")
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info, commit_every_files=2)
+    for i in range(5):
+        add(writer, i)
+    writer.commit()
+    saved = tmp_path / "saved-parts"
+    shutil.copytree(tmp_path / "x.h5.parts", saved)
+    writer.close()
+    shutil.copytree(saved, tmp_path / "x.h5.parts")  # as if killed between the rename and the rmtree
+    with FeatureWriter(out, info, "resume") as writer:
+        assert writer.done == {name_of(i) for i in range(5)}
+        add(writer, 5)
+    assert dump(out) == dump(write(tmp_path / "full.h5", info, range(6)))
+
+
+VICTIM = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_store import add, info_for
+from w2v_embed.store import FeatureWriter
+writer = FeatureWriter(Path({out!r}), info_for("none", layers=(1, 3)), commit_every_files=3)
+for i in range({n}):
+    add(writer, i)
+    time.sleep(0.002)
+writer.close()
+"""
+
+
+def test_kill_9_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    n = 400
+    info = info_for("none", layers=(1, 3))
+    out, parts = tmp_path / "out.h5", tmp_path / "out.h5.parts"
+    script = VICTIM.format(tests=str(Path(__file__).parent), out=str(out), n=n)
+    victim = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(parts.glob("seg-*.h5"))) < 5 and victim.poll() is None:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the victim finished before it could be killed"
+    assert not out.exists() and len(list(parts.glob("seg-*.h5"))) >= 5
+    with FeatureWriter(out, info, "resume") as writer:
+        done = set(writer.done)
+        assert 15 <= len(done) < n and done == {name_of(i) for i in range(len(done))}
+        for i in range(n):
+            if name_of(i) not in writer.done:
+                add(writer, i)
+    assert leftovers(out) == []
+    frames = load(out, layer=3)
+    assert list(frames) == [name_of(i) for i in range(n)]
+    for i in (0, len(done) - 1, len(done), n - 1):
+        np.testing.assert_array_equal(frames[name_of(i)], features(i, info)[3])
+    assert dump(out) == dump(write(tmp_path / "full.h5", info, range(n), commit_every_files=3))
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def test_load_pooled_and_frame_level(tmp_path):
+    pooled_info, frames_info = info_for("meanstd"), info_for("none")
+    pooled = write(tmp_path / "p.h5", pooled_info, range(4))
+    paths, x = load(pooled)  # last layer by default
+    assert paths == [name_of(i) for i in range(4)] and x.shape == (4, 2 * HIDDEN)
+    np.testing.assert_array_equal(x, np.stack([features(i, pooled_info)[12] for i in range(4)]))
+    paths, x6 = load(str(pooled), layer=6)
+    np.testing.assert_array_equal(x6[1], features(1, pooled_info)[6])
+    frames = load(write(tmp_path / "f.h5", frames_info, range(4)), layer=6)
+    assert list(frames) == [name_of(i) for i in range(4)]
+    for i in range(4):
+        np.testing.assert_array_equal(frames[name_of(i)], features(i, frames_info)[6])
+
+
+def test_load_missing_layer_lists_the_stored_ones(tmp_path):
+    out = write(tmp_path / "p.h5", info_for(), [0])
+    with pytest.raises(W2VEmbedError, match="layer 3 is not stored; stored layers: 6, 12"):
+        load(out, layer=3)
+    with pytest.raises(W2VEmbedError, match="no such file"):
+        load(tmp_path / "nope.h5")
+    (tmp_path / "junk.h5").write_text("junk")
+    with pytest.raises(W2VEmbedError, match="not a readable HDF5 file"):
+        load(tmp_path / "junk.h5")
+
+
+def test_read_summary_is_plain_python(tmp_path):
+    out = write(tmp_path / "p.h5", info_for(), [0, 1, (2, "bad header")])
+    summary = read_summary(out)
+    assert summary["files"] == 2 and summary["failed"] == [(name_of(2), "bad header")]
+    assert summary["audio_seconds"] == pytest.approx((num_samples(0) + num_samples(1)) / 16_000)
+    assert summary["layers"] == [6, 12] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/1"
+    for value in summary.values():
+        assert type(value) in (int, float, str, list), (value, type(value))
