@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -219,6 +220,16 @@ def test_context_manager_aborts_on_exception(tmp_path):
     assert load(out)[0] == [name_of(0), name_of(1)]
 
 
+def test_abort_with_nothing_computed_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "x.h5"
+    FeatureWriter(out, info_for()).abort()
+    assert list(tmp_path.iterdir()) == []
+    write(out, info_for(), [0])  # a plain new run is not blocked
+    writer = FeatureWriter(out, info_for(), "resume")
+    writer.abort()
+    assert leftovers(out) == [] and load(out)[0] == [name_of(0)]
+
+
 def test_segments_are_committed_by_count_and_by_time(tmp_path):
     parts = tmp_path / "x.h5.parts"
     writer = FeatureWriter(tmp_path / "x.h5", info_for(), commit_every_files=3, commit_every_seconds=3600)
@@ -261,9 +272,9 @@ def test_abort_then_resume_equals_uninterrupted(tmp_path, pooling):
 
 def test_retry_that_succeeds_removes_the_failure(tmp_path):
     out = write(tmp_path / "x.h5", info_for(), [0, (1, "busy"), (2, "bad")])
-    write(out, info_for(), [1], mode="resume")
+    write(out, info_for(), [1, (2, "still\nbad")], mode="resume")
     summary = read_summary(out)
-    assert summary["files"] == 2 and summary["failed"] == [(name_of(2), "bad")]
+    assert summary["files"] == 2 and summary["failed"] == [(name_of(2), "still bad")]  # latest reason, one line
     assert load(out)[0] == [name_of(0), name_of(1)]
 
 
@@ -301,7 +312,7 @@ def test_resume_with_different_settings_is_refused(tmp_path, finished, change, m
     writer = FeatureWriter(out, info_for())
     add(writer, 0)
     writer.close() if finished else writer.abort()
-    changed = RunInfo(**{**info_for().__dict__, **change})
+    changed = dataclasses.replace(info_for(), **change)
     with pytest.raises(W2VEmbedError, match="cannot resume: .*" + message + ".*--overwrite"):
         FeatureWriter(out, changed, "resume")
     assert not (tmp_path / "x.h5.lock").exists()
@@ -408,8 +419,10 @@ def test_load_missing_layer_lists_the_stored_ones(tmp_path):
     with pytest.raises(W2VEmbedError, match="no such file"):
         load(tmp_path / "nope.h5")
     (tmp_path / "junk.h5").write_text("junk")
-    with pytest.raises(W2VEmbedError, match="not a readable HDF5 file"):
+    with pytest.raises(W2VEmbedError, match="not a readable HDF5 file.*w2v-embed extract"):
         load(tmp_path / "junk.h5")
+    with pytest.raises(W2VEmbedError, match="not a readable HDF5 file.*--overwrite"):
+        FeatureWriter(tmp_path / "junk.h5", info_for(), "resume")
 
 
 def test_read_summary_is_plain_python(tmp_path):

@@ -326,6 +326,8 @@ class FeatureWriter:
             return
         try:
             self._commit()
+            if not _segments(self.parts):  # nothing was computed: leave no folder that blocks a new run
+                shutil.rmtree(self.parts, ignore_errors=True)
         finally:
             self._finish()
 
@@ -447,15 +449,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _open_output(path: Path) -> h5py.File:
+_OVERWRITE_HINT = "pass --overwrite to replace it"
+
+
+def _open_output(path: Path, hint: str = _OVERWRITE_HINT) -> h5py.File:
     """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); pass --overwrite to replace it") from exc
+        raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); {hint}") from exc
     if _attr_str(f.attrs.get("format")) != FORMAT:
         f.close()
-        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); pass --overwrite to replace it")
+        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); {hint}")
     return f
 
 
@@ -624,7 +629,7 @@ def _open_finished(path: str | Path) -> h5py.File:
         if _parts_dir(path).exists():
             raise W2VEmbedError(f"{path} is not finished yet; rerun the extraction with --resume to complete it")
         raise W2VEmbedError(f"{path}: no such file")
-    return _open_output(path)
+    return _open_output(path, "give the .h5 file that `w2v-embed extract` wrote")
 
 
 def load(path: str | Path, layer: int | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
@@ -648,9 +653,10 @@ def load(path: str | Path, layer: int | None = None) -> tuple[list[str], np.ndar
 def read_summary(path: str | Path) -> dict[str, Any]:
     """What `w2v-embed info` shows: the attributes, file count, audio duration and failures (plain types)."""
     with _open_finished(path) as f:
-        summary: dict[str, Any] = {"files": int(f["paths"].shape[0])}
-        for key, value in f.attrs.items():
-            summary[key] = _plain(value)
+        order = list(RunInfo("", "", (0,), "mean", 1).attrs())  # the writer's order, not h5py's alphabetical one
+        keys = sorted(f.attrs, key=lambda k: order.index(k) if k in order else len(order))
+        summary: dict[str, Any] = {key: _plain(f.attrs[key]) for key in keys}
+        summary["files"] = int(f["paths"].shape[0])
         rate = summary.get("sample_rate") or 16000
         summary["audio_seconds"] = float(f["num_samples"][()].sum()) / rate
         if "offsets" in f:
