@@ -35,7 +35,7 @@ class ExtractOptions:
     dtype: str = "float32"  # storage dtype: float32 | float16
     channel: int | None = None  # None: mean of all channels
     decode_workers: int = 2
-    decode_ahead: int = 8  # decoded files waiting for the model (bounds memory)
+    decode_ahead: int = 2  # decoded files waiting for the model: an hour of audio is 230 MB
     save_every_files: int = 64  # finished files are made crash-safe at least this often …
     save_every_seconds: float = 20.0  # … and at least this often
 
@@ -94,7 +94,7 @@ def extract(
         context_seconds=embedder.options.context_seconds,
     )
     summary = ExtractSummary(Path(output))
-    decoded: dict[str, Decoded] = {}
+    sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio itself
 
     def fail(name: str, reason: str) -> None:
         writer.add_failure(name, reason)
@@ -115,19 +115,19 @@ def extract(
             except W2VEmbedError as exc:
                 fail(file.name, str(exc))
                 continue
-            decoded[file.name] = audio
+            sources[file.name] = (len(audio.samples), audio.source_sample_rate)
             yield file.name, audio.samples
 
     with FeatureWriter(
         Path(output), run_info, options.mode, options.save_every_files, options.save_every_seconds
     ) as writer:
         for name, result in embedder.embed_stream(signals()):
-            audio = decoded.pop(name)
+            num_samples, source_rate = sources.pop(name)
             if isinstance(result, W2VEmbedError):
                 fail(name, str(result))
                 continue
-            writer.add(name, len(audio.samples), audio.source_sample_rate, result)
-            seconds = len(audio.samples) / info.sample_rate
+            writer.add(name, num_samples, source_rate, result)
+            seconds = num_samples / info.sample_rate
             summary.ok += 1
             summary.audio_seconds += seconds
             if progress:
