@@ -152,6 +152,7 @@ def _extract(request: dict, output: Path, model: Optional[Path], device: str, th
     from .embedder import Embedder
     from .extract import extract
 
+    embedder = Embedder(model, device=device, threads=threads, options=embed)  # bad model or layers fail first
     inputs = request["inputs"]
     if request["files_from"] is not None:
         source = request["files_from"]
@@ -166,7 +167,6 @@ def _extract(request: dict, output: Path, model: Optional[Path], device: str, th
     files = discover(inputs, extensions, recursive=request["recursive"], follow_symlinks=request["follow_symlinks"])
     if not files:
         raise UsageError(f"no audio files found in {', '.join(inputs)} (extensions: {', '.join(extensions)})")
-    embedder = Embedder(model, device=device, threads=threads, options=embed)
     show = not quiet and not json_summary and err.is_terminal
     with _progress(show, len(files)) as advance:
         summary = extract(files, output, embedder, options, progress=advance)
