@@ -117,7 +117,7 @@ def _read_flax(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(tree, dict):
         raise W2VEmbedError(f"{path}: not a Flax parameter tree")
     tree = tree.get("params", tree)
-    return {".".join(key): _flax_to_torch(key, value) for key, value in _flatten(tree, ())}
+    return dict(_flax_to_torch(key, value) for key, value in _flatten(tree, ()))
 
 
 def _from_buffer(buffer: bytes, dtype: str) -> np.ndarray:
@@ -138,9 +138,13 @@ def _flatten(tree: dict, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, .
             yield (*prefix, str(key)), np.asarray(value)
 
 
-def _flax_to_torch(key: tuple[str, ...], value: np.ndarray) -> np.ndarray:
-    """Dense kernel [in, out] and Conv kernel [K, in, out] are the reverse of PyTorch's layout."""
-    return value.T if key[-1] == "kernel" else value
+def _flax_to_torch(key: tuple[str, ...], value: np.ndarray) -> tuple[str, np.ndarray]:
+    """Dense kernel [in, out] and Conv kernel [K, in, out] are the reverse of PyTorch's layout; norms say scale."""
+    if key[-1] == "kernel":
+        return ".".join((*key[:-1], "weight")), value.T
+    if key[-1] == "scale":
+        return ".".join((*key[:-1], "weight")), value
+    return ".".join(key), value
 
 
 def _read_tf(path: Path) -> dict[str, np.ndarray]:
