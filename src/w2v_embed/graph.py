@@ -34,13 +34,18 @@ def _time_mask(lengths: torch.Tensor, like: torch.Tensor, time_dim: int) -> torc
 def masked_instance_norm(
     x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """GroupNorm with one group per channel, statistics over valid frames only. x: [B, C, T]."""
+    """GroupNorm with one group per channel, statistics over valid frames only. x: [B, C, T].
+
+    Written to touch the (large) conv output as few times as possible: per-channel scale and shift
+    are computed on the small statistics, then applied in one multiply-add.
+    """
     m = mask[:, None, :]
     count = torch.clamp(m.sum(dim=2, keepdim=True), min=1.0)
-    mean = (x * m).sum(dim=2, keepdim=True) / count
-    centred = (x - mean) * m
-    var = (centred * centred).sum(dim=2, keepdim=True) / count
-    return (x - mean) / torch.sqrt(var + eps) * weight[None, :, None] + bias[None, :, None]
+    centred = x - (x * m).sum(dim=2, keepdim=True) / count
+    valid = centred * m
+    var = (valid * valid).sum(dim=2, keepdim=True) / count
+    scale = weight[None, :, None] / torch.sqrt(var + eps)
+    return centred * scale + bias[None, :, None]
 
 
 class ExportableWav2Vec2(nn.Module):
