@@ -93,8 +93,21 @@ def child(kind: str, args: dict) -> dict:
 
         def step() -> None:
             model.run(clip[None], lengths, layers)
+    elif kind == "corpus-model":
+        from w2v_embed.audio import decode
+        from w2v_embed.discover import discover
+        from w2v_embed.embedder import EmbedOptions, Embedder
+
+        embedder = Embedder(args["model"], device=args["device"], threads=threads, options=EmbedOptions("all", "mean"))
+        signals = [decode(f.path).samples for f in discover([args["corpus"]])]  # not timed
+        audio = sum(len(x) for x in signals) / 16_000
+        started = time.perf_counter()
+        for _ in embedder.embed_stream(enumerate(signals)):
+            pass
+        wall = time.perf_counter() - started
+        return dict(realtime=audio / wall, rss=_peak_rss(), audio=audio, wall=wall)
     elif kind in ("extract", "extract-long"):
-        from w2v_embed import discover
+        from w2v_embed.discover import discover
         from w2v_embed.embedder import EmbedOptions, Embedder
         from w2v_embed.extract import extract
 
@@ -125,7 +138,10 @@ def _extract_options(overwrite: bool):
 
 
 def _peak_rss() -> float:
-    """MiB."""
+    """This process's peak RSS in MiB (VmHWM: ru_maxrss would include the parent's from before exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -221,14 +237,16 @@ def main() -> None:
         if checkpoint:
             plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None))
         if opts.files:
-            plan.append(("extract", f"w2v-embed extract, {opts.files} files, all layers", None))
+            plan.append(("corpus-model", f"w2v-embed model-only on the corpus (pre-decoded), all layers", None))
+            plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
         for kind, name, depth in plan:
             result = run_child(kind, base)
             if kind == "torch":
                 torch_rt = result["realtime"]
-            gflops = flops_per_second_of_audio(config, depth) * result["realtime"] / 1e9 if config else float("nan")
+            gflops = flops_per_second_of_audio(config, depth) * result["realtime"] / 1e9 if config is not None else float("nan")
             rows.append((label, name, result["realtime"], gflops, 100 * gflops / peak, result["rss"],
                          result["realtime"] / torch_rt if torch_rt else float("nan")))
+            print(f"# {label}: {name}: {result}", flush=True)
         if opts.long_hours:
             long_dir = workdir / "long"
             long_dir.mkdir(exist_ok=True)

@@ -151,3 +151,18 @@ def test_hub_unreachable_is_one_clear_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "local cache" in proc.stderr and "folder" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_int8_export_reports_cosine_and_marks_precision(checkpoint_dir, tmp_path):
+    out = tmp_path / "int8.onnx"
+    result = export_model(str(checkpoint_dir("stable")), ExportOptions(output=out, quantize="int8", min_cosine=0.99))
+    assert result.quantization is not None and result.quantization.ok
+    assert all(r.min_cosine >= 0.99 for r in result.quantization.layers)
+    assert result.info.precision == "int8" and OnnxModel(out, device="cpu").info.precision == "int8"
+
+
+def test_int8_export_that_loses_accuracy_is_refused(checkpoint_dir, tmp_path):
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(W2VEmbedError, match="int8 accuracy check failed"):
+        export_model(str(checkpoint_dir("stable")), ExportOptions(output=out, quantize="int8", min_cosine=1.000001))
+    assert not out.exists() and not list(tmp_path.iterdir())

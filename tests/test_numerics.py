@@ -108,3 +108,5 @@ def test_pad_batch():
     assert batch.shape == (2, 5) and batch.dtype == np.float32
     np.testing.assert_array_equal(lengths, [3, 5])
     np.testing.assert_array_equal(batch[0], [1, 1, 1, 0, 0])
+    wide, lengths = pad_batch([np.ones(3, np.float32)], multiple=4)
+    assert wide.shape == (1, 4) and lengths.tolist() == [3]

@@ -5,7 +5,8 @@
     emb = w2v_embed.Embedder("models/wav2vec2-german.onnx")   # in-memory use
     feats = emb.embed(audio, sample_rate)                     # {layer: vector}
 
-Names are imported on first use, so `import w2v_embed` stays light and never imports torch.
+Names are imported on first use, so `import w2v_embed` stays light and never imports torch. The
+pipeline itself is `w2v_embed.extract.extract(discover(...), out, Embedder(...))`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ _EXPORTS = {
     "read_summary": "store",
     "Embedder": "embedder",
     "EmbedOptions": "embedder",
-    "extract": "extract",
     "ExtractOptions": "extract",
-    "discover": "discover",
     "export_model": "export",
     "ExportOptions": "export",
     "W2VEmbedError": "errors",

@@ -27,10 +27,15 @@ def make_batches(lengths: Sequence[int], max_rows: int, max_samples: int) -> lis
     return batches
 
 
-def pad_batch(signals: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-padded [rows, longest] float32 batch and the int64 valid lengths."""
+def pad_batch(signals: Sequence[np.ndarray], multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded [rows, longest rounded up to `multiple`] float32 batch and the int64 valid lengths.
+
+    Rounding the width up (on GPUs) lets the runtime reuse kernels tuned for a few shapes; the graph
+    masks padding, so the features do not change.
+    """
     lengths = np.array([len(s) for s in signals], dtype=np.int64)
-    batch = np.zeros((len(signals), int(lengths.max())), dtype=np.float32)
+    width = -(-int(lengths.max()) // multiple) * multiple
+    batch = np.zeros((len(signals), width), dtype=np.float32)
     for row, signal in enumerate(signals):
         batch[row, : len(signal)] = signal
     return batch, lengths

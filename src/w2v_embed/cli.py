@@ -51,6 +51,7 @@ def export(
     subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: quantize MatMul weights (checked: cosine >= 0.995 per layer vs float32).")] = None,
 ) -> None:
     """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
 
@@ -59,10 +60,13 @@ def export(
       w2v-embed export flax-community/wav2vec2-german
 
       w2v-embed export ./my-checkpoint -o models/mine.onnx --no-verify
+
+      w2v-embed export ./my-checkpoint -o models/mine-int8.onnx --quantize int8
     """
     from .export import ExportOptions
 
-    _run(_export, source, ExportOptions(output, revision, subfolder, opset=opset, verify=verify))
+    options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize)
+    _run(_export, source, options)
 
 
 def _export(source: str, options: object) -> None:
@@ -75,22 +79,30 @@ def _export(source: str, options: object) -> None:
     except VerificationError as exc:
         _print_report(exc.report)
         raise
-    if result.report is not None:
-        _print_report(result.report)
+    for report in (result.report, result.quantization):
+        if report is not None:
+            _print_report(report)
     info = result.info
     out.print(
         f"[green]wrote {result.path}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
-        f"hidden {info.hidden_size}, {result.seconds:.1f} s)"
+        f"hidden {info.hidden_size}, {info.precision}, {result.seconds:.1f} s)"
     )
 
 
 def _print_report(report: object) -> None:
-    table = Table(title=f"verification vs transformers (tolerance {report.tolerance:.0e})")
+    if report.tolerance is not None:
+        title = f"verification vs transformers (max |diff| <= {report.tolerance:.0e})"
+    else:
+        title = f"quantized vs float32 (cosine >= {report.min_cosine})"
+    table = Table(title=title)
     table.add_column("layer", justify="right")
     table.add_column("max |diff|", justify="right")
     table.add_column("min cosine", justify="right")
     for row in report.layers:
-        style = "" if row.max_abs_diff <= report.tolerance else "red"
+        bad = (report.tolerance is not None and row.max_abs_diff > report.tolerance) or (
+            report.min_cosine is not None and row.min_cosine < report.min_cosine
+        )
+        style = "red" if bad else ""
         table.add_row(str(row.layer), f"{row.max_abs_diff:.2e}", f"{row.min_cosine:.8f}", style=style)
     err.print(table)
 
@@ -109,8 +121,8 @@ def extract(
     channel: Annotated[Optional[int], typer.Option(help="Use this channel (0-based) instead of the mean of all.")] = None,
     chunk_seconds: Annotated[float, typer.Option(help="Chunk files longer than this; 0 = never chunk.")] = 30.0,
     context_seconds: Annotated[float, typer.Option(help="Extra audio on each side of a chunk, discarded after inference.")] = 3.0,
-    batch_size: Annotated[int, typer.Option(help="Most chunks per batch.")] = 16,
-    max_batch_seconds: Annotated[float, typer.Option(help="Most padded audio per batch, in seconds.")] = 60.0,
+    batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch [default: 4 on CPU, 32 on GPU].")] = None,
+    max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds [default: 20 on CPU, 160 on GPU].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",

@@ -35,8 +35,8 @@ class EmbedOptions:
     pool: str = "mean"  # mean | max | meanstd | none
     chunk_seconds: float = 30.0  # files longer than this are chunked; 0 disables chunking
     context_seconds: float = 3.0  # extra audio on each side of a chunk, discarded after inference
-    batch_size: int = 16  # most chunks in one batch
-    max_batch_seconds: float = 60.0  # most padded audio in one batch
+    batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
+    max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
 
 
@@ -107,11 +107,18 @@ class Embedder:
             raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
         if options.chunk_seconds < 0 or options.context_seconds < 0:
             raise UsageError("--chunk-seconds and --context-seconds must be >= 0")
-        if options.batch_size < 1 or options.max_batch_seconds <= 0:
+        if (options.batch_size or 1) < 1 or (options.max_batch_seconds or 1) <= 0:
             raise UsageError("--batch-size must be >= 1 and --max-batch-seconds > 0")
         self.options = options
         self.layers = parse_layers(options.layers, self.info.num_layers)
         self.model.prepare(max(self.layers))
+        # CPUs gain nothing from big batches and pay in memory (the first conv's output is 2 kB per sample);
+        # GPUs need them to be busy.
+        gpu = self.model.device == "cuda"
+        self.batch_rows = options.batch_size or (32 if gpu else 4)
+        seconds = options.max_batch_seconds or (160.0 if gpu else 20.0)
+        self.batch_samples = int(seconds * self.info.sample_rate)
+        self.lookahead_samples = int(max(options.lookahead_seconds, seconds) * self.info.sample_rate)
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> Features:
         """Features of one in-memory signal: {layer: pooled (D,) or frames (T, D)}."""
@@ -127,7 +134,6 @@ class Embedder:
         grid = self.info.grid
         chunk_frames = seconds_to_frames(opts.chunk_seconds, grid, sr)
         context_frames = seconds_to_frames(opts.context_seconds, grid, sr)
-        lookahead = max(opts.lookahead_seconds, opts.max_batch_seconds) * sr
         poolers: dict[Hashable, dict[int, Pooler]] = {}
         remaining: dict[Hashable, int] = {}
         queue: list[_Piece] = []
@@ -143,7 +149,7 @@ class Embedder:
             remaining[key] = len(chunks)
             queue.extend(_Piece(key, i, c, signal[c.start : c.stop]) for i, c in enumerate(chunks))
             queued += len(signal)
-            if queued >= lookahead:
+            if queued >= self.lookahead_samples:
                 yield from self._run_queue(queue, poolers, remaining)
                 queue, queued = [], 0
         yield from self._run_queue(queue, poolers, remaining)
@@ -164,11 +170,10 @@ class Embedder:
     def _run_queue(
         self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]
     ) -> Iterator[tuple[Hashable, Features]]:
-        opts = self.options
-        max_samples = int(opts.max_batch_seconds * self.info.sample_rate)
-        for rows in make_batches([len(p.signal) for p in queue], opts.batch_size, max_samples):
+        multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
+        for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):
             pieces = [queue[i] for i in rows]
-            batch, lengths = pad_batch([p.signal for p in pieces])
+            batch, lengths = pad_batch([p.signal for p in pieces], multiple)
             outputs = self.model.run(batch, lengths, self.layers)
             for row, piece in enumerate(pieces):
                 for layer, states in outputs.items():

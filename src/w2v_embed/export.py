@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .errors import UsageError
 from .runtime import INPUT_NAMES, MODELS_DIR, ModelInfo, output_name
-from .verify import VerificationError, VerificationReport, verify
+from .verify import VerificationError, VerificationReport, verify, verify_quantized
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class ExportOptions:
     opset: int = 17
     verify: bool = True
     tolerance: float = 1e-4
+    quantize: str | None = None  # "int8": dynamic int8 MatMuls (smaller; batch-exactness becomes approximate)
+    min_cosine: float = 0.995  # a quantized model must keep at least this cosine to float32 on every layer
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ExportResult:
     info: ModelInfo
     report: VerificationReport | None
     seconds: float
+    quantization: VerificationReport | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -102,6 +106,14 @@ def add_metadata(path: Path, info: ModelInfo) -> None:
     onnx.save(model, str(path))
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of MatMul weights only: convolutions with signed int8 weights ran slower."""
+    require_export_extra("onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+
+
 def export_model(source: str, options: ExportOptions = ExportOptions()) -> ExportResult:
     """Checkpoint (folder or hub id) → verified ONNX model at options.output."""
     started = time.perf_counter()
@@ -117,7 +129,28 @@ def export_model(source: str, options: ExportOptions = ExportOptions()) -> Expor
         report = verify(reference, tmp, options.tolerance) if options.verify else None
         if report is not None and not report.ok:
             raise VerificationError(report)
+        quantization = None
+        if options.quantize:
+            quantization = _quantize(tmp, info, options)
+            info = replace(info, precision=options.quantize)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(target, info, report, time.perf_counter() - started)
+    return ExportResult(target, info, report, time.perf_counter() - started, quantization)
+
+
+def _quantize(path: Path, info: ModelInfo, options: ExportOptions) -> VerificationReport:
+    """Replace the float32 model at `path` by its quantized form, if it stays close enough to it."""
+    if options.quantize != "int8":
+        raise UsageError(f"--quantize {options.quantize}: only int8 is supported")
+    quantized = path.with_name(path.name + ".int8")
+    try:
+        quantize_int8(path, quantized)
+        add_metadata(quantized, replace(info, precision="int8"))
+        report = verify_quantized(path, quantized, options.min_cosine)
+        if not report.ok:
+            raise VerificationError(report, "int8 accuracy check")
+        os.replace(quantized, path)
+    finally:
+        quantized.unlink(missing_ok=True)
+    return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class ModelInfo:
     exporter_version: str
     weights_sha256: str
     sample_rate: int = 16000
+    precision: str = "float32"  # float32 | int8 (MatMul weights quantized)
 
     @property
     def grid(self) -> FrameGrid:
@@ -69,6 +70,8 @@ class ModelInfo:
         values = {}
         for field in fields(cls):
             key = METADATA_PREFIX + field.name
+            if key not in metadata and field.default is not MISSING:
+                continue
             if key not in metadata:
                 raise W2VEmbedError(f"{where}: not a w2v-embed model (metadata {key} missing); export it with w2v-embed export")
             value = json.loads(metadata[key])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,27 +26,38 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class VerificationReport:
+    """Per-layer agreement; `ok` when within the max |diff| tolerance and/or above the cosine floor."""
+
     layers: list[LayerReport]
-    tolerance: float
+    tolerance: float | None = None
+    min_cosine: float | None = None
 
     @property
     def max_abs_diff(self) -> float:
         return max(r.max_abs_diff for r in self.layers)
 
     @property
+    def worst_cosine(self) -> float:
+        return min(r.min_cosine for r in self.layers)
+
+    @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        close = self.tolerance is None or self.max_abs_diff <= self.tolerance
+        return close and (self.min_cosine is None or self.worst_cosine >= self.min_cosine)
+
+    def describe(self) -> str:
+        if self.tolerance is not None and self.max_abs_diff > self.tolerance:
+            worst = max(self.layers, key=lambda r: r.max_abs_diff)
+            return f"layer {worst.layer} differs by {worst.max_abs_diff:.2e} (tolerance {self.tolerance:.0e})"
+        worst = min(self.layers, key=lambda r: r.min_cosine)
+        return f"layer {worst.layer} has cosine {worst.min_cosine:.4f} (needs >= {self.min_cosine})"
 
 
 class VerificationError(W2VEmbedError):
-    """The exported model does not match the reference; carries the per-layer report."""
+    """The exported model does not match its reference; carries the per-layer report."""
 
-    def __init__(self, report: VerificationReport) -> None:
-        worst = max(report.layers, key=lambda r: r.max_abs_diff)
-        super().__init__(
-            f"verification failed: layer {worst.layer} differs from the reference by "
-            f"{worst.max_abs_diff:.2e} (tolerance {report.tolerance:.0e}); the model was not written"
-        )
+    def __init__(self, report: VerificationReport, what: str = "verification") -> None:
+        super().__init__(f"{what} failed: {report.describe()}; the model was not written")
         self.report = report
 
 
@@ -65,14 +77,20 @@ def reference_hidden_states(model: Any, samples: np.ndarray) -> list[np.ndarray]
     return [h[0].numpy() for h in out.hidden_states]
 
 
-def verify(reference: Any, onnx_path: Path, tolerance: float = 1e-4, seed: int = 0) -> VerificationReport:
-    """Each row alone through the reference vs. rows alone and in a padded batch through ONNX Runtime."""
+def compare(
+    reference: Callable[[np.ndarray], list[np.ndarray]],
+    onnx_path: Path,
+    tolerance: float | None = None,
+    min_cosine: float | None = None,
+    seed: int = 0,
+) -> VerificationReport:
+    """Each row alone through `reference` vs. rows alone and in one padded batch through ONNX Runtime."""
     rng = np.random.default_rng(seed)
     onnx_model = OnnxModel(onnx_path, device="cpu")
     layers = list(range(onnx_model.info.num_layers + 1))
     worst = {k: (0.0, 1.0) for k in layers}
 
-    def compare(got: dict[int, np.ndarray], row: int, ref: list[np.ndarray]) -> None:
+    def record(got: dict[int, np.ndarray], row: int, ref: list[np.ndarray]) -> None:
         frames = ref[0].shape[0]
         for k in layers:
             ours = got[k][row, :frames]
@@ -81,14 +99,30 @@ def verify(reference: Any, onnx_path: Path, tolerance: float = 1e-4, seed: int =
             worst[k] = (max(worst[k][0], diff), min(worst[k][1], cos))
 
     signals = {n: rng.standard_normal(n).astype(np.float32) for n in sorted(set(VERIFY_LENGTHS + BATCH_LENGTHS))}
-    refs = {n: reference_hidden_states(reference, x) for n, x in signals.items()}
+    refs = {n: reference(x) for n, x in signals.items()}
     for n in VERIFY_LENGTHS:
-        got = onnx_model.run(signals[n][None], np.array([n]), layers)
-        compare(got, 0, refs[n])
+        record(onnx_model.run(signals[n][None], np.array([n]), layers), 0, refs[n])
     batch = np.zeros((len(BATCH_LENGTHS), max(BATCH_LENGTHS)), np.float32)
     for row, n in enumerate(BATCH_LENGTHS):
         batch[row, :n] = signals[n]
     got = onnx_model.run(batch, np.array(BATCH_LENGTHS), layers)
     for row, n in enumerate(BATCH_LENGTHS):
-        compare(got, row, refs[n])
-    return VerificationReport([LayerReport(k, *worst[k]) for k in layers], tolerance)
+        record(got, row, refs[n])
+    return VerificationReport([LayerReport(k, *worst[k]) for k in layers], tolerance, min_cosine)
+
+
+def verify(reference: Any, onnx_path: Path, tolerance: float = 1e-4) -> VerificationReport:
+    """The exported model against transformers' PyTorch model (the reference implementation)."""
+    return compare(lambda x: reference_hidden_states(reference, x), onnx_path, tolerance=tolerance)
+
+
+def verify_quantized(fp32_path: Path, candidate: Path, min_cosine: float) -> VerificationReport:
+    """A reduced-precision model against the verified float32 one: cosine per layer, not max |diff|."""
+    fp32 = OnnxModel(fp32_path, device="cpu")
+    layers = list(range(fp32.info.num_layers + 1))
+
+    def reference(x: np.ndarray) -> list[np.ndarray]:
+        out = fp32.run(x[None], np.array([len(x)]), layers)
+        return [out[k][0] for k in layers]
+
+    return compare(reference, candidate, min_cosine=min_cosine)
