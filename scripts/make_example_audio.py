@@ -32,7 +32,7 @@ FILES = [
     ("speaker1/utt2.flac", 5.5, 44_100, 2, "PCM_24"),
     ("speaker2/utt1.ogg", 2.0, 22_050, 1, "VORBIS"),
     ("speaker2/utt2.wav", 8.0, 48_000, 2, "FLOAT"),
-    ("long/lecture.flac", 75.0, 16_000, 1, "PCM_16"),
+    ("long/lecture.flac", 150.0, 16_000, 1, "PCM_16"),
 ]
 
 

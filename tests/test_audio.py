@@ -352,3 +352,11 @@ def test_unrunnable_ffmpeg_is_an_audio_error(tmp_path, monkeypatch):
     path = tmp_path / "x.m4a"
     path.write_bytes(bytes(100))
     assert "cannot run" in _error(path)
+
+
+def test_normalize_in_place_overwrites_and_matches():
+    x = np.random.default_rng(3).standard_normal(50_000).astype(np.float32) * 3 + 1
+    expected = normalize(x.copy())
+    out = normalize(x, inplace=True)
+    assert out is x or np.shares_memory(out, x)
+    np.testing.assert_array_equal(out, expected)

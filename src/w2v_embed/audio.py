@@ -76,15 +76,16 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
     return Decoded(samples, rate, channels)
 
 
-def normalize(samples: np.ndarray) -> np.ndarray:
+def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
     """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
 
     Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
-    only full-size allocation is the float32 result.
+    only full-size allocation is the float32 result, and not even that with `inplace` (a float32
+    array is then overwritten: two hours of audio are 460 MB).
     """
     x = np.asarray(samples, dtype=np.float32)
     flat = x.reshape(-1)
-    out = np.empty_like(flat)
+    out = flat if inplace and x is samples else np.empty_like(flat)
     if flat.size == 0:
         return out.reshape(x.shape)
     mean = float(flat.sum(dtype=np.float64)) / flat.size

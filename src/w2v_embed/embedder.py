@@ -33,8 +33,8 @@ class EmbedOptions:
 
     layers: str | Sequence[int] = "last"  # "last", "all", "6,12" or a sequence of ints
     pool: str = "mean"  # mean | max | meanstd | none
-    chunk_seconds: float = 30.0  # files longer than this are chunked; 0 disables chunking
-    context_seconds: float = 3.0  # extra audio on each side of a chunk, discarded after inference
+    chunk_seconds: float = 20.0  # files longer than this are chunked; 0 disables chunking
+    context_seconds: float = 2.0  # extra audio on each side of a chunk, discarded after inference
     batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
     max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
@@ -127,8 +127,13 @@ class Embedder:
             raise result
         return result
 
-    def embed_stream(self, items: Iterable[tuple[K, np.ndarray]]) -> Iterator[tuple[K, Features | W2VEmbedError]]:
-        """(key, 16 kHz mono signal) in → (key, features or the reason it failed) out, as files complete."""
+    def embed_stream(
+        self, items: Iterable[tuple[K, np.ndarray]], inplace: bool = False
+    ) -> Iterator[tuple[K, Features | W2VEmbedError]]:
+        """(key, 16 kHz mono signal) in → (key, features or the reason it failed) out, as files complete.
+
+        With `inplace` the signals are normalised in place instead of copied (the caller owns them).
+        """
         opts = self.options
         sr = self.info.sample_rate
         grid = self.info.grid
@@ -140,7 +145,7 @@ class Embedder:
         queued = 0
         for key, signal in items:
             try:
-                signal = self._check(signal)
+                signal = self._check(signal, inplace)
             except W2VEmbedError as exc:
                 yield key, exc
                 continue
@@ -154,7 +159,7 @@ class Embedder:
                 queue, queued = [], 0
         yield from self._run_queue(queue, poolers, remaining)
 
-    def _check(self, signal: np.ndarray) -> np.ndarray:
+    def _check(self, signal: np.ndarray, inplace: bool) -> np.ndarray:
         """Reject what the model cannot embed; normalise the whole signal once, before chunking."""
         signal = np.asarray(signal, dtype=np.float32)
         field = self.info.grid.receptive_field
@@ -165,7 +170,7 @@ class Embedder:
             )
         if not np.isfinite(signal).all():
             raise W2VEmbedError("audio contains NaN or infinite samples")
-        return normalize(signal) if self.info.do_normalize else signal
+        return normalize(signal, inplace) if self.info.do_normalize else signal
 
     def _run_queue(
         self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]

@@ -121,7 +121,7 @@ def extract(
     with FeatureWriter(
         Path(output), run_info, options.mode, options.save_every_files, options.save_every_seconds
     ) as writer:
-        for name, result in embedder.embed_stream(signals()):
+        for name, result in embedder.embed_stream(signals(), inplace=True):  # the decoded audio is ours
             num_samples, source_rate = sources.pop(name)
             if isinstance(result, W2VEmbedError):
                 fail(name, str(result))
