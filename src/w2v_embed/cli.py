@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -152,33 +153,46 @@ def extract(
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = ExtractOptions(mode=mode, dtype=dtype, channel=channel, save_every_files=save_every)
-    request = dict(
-        inputs=list(inputs or []), files_from=files_from, ext=ext, recursive=recursive, follow_symlinks=follow_symlinks
-    )
-    _run(_extract, request, output, model, device, threads, embed, options, quiet, json_summary)
+    selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks)
+    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary)
 
 
-def _extract(request: dict, output: Path, model: Optional[Path], device: str, threads: Optional[int],
+@dataclass(frozen=True)
+class _Selection:
+    """Which files the user asked for: positional inputs plus --files-from, walked with the folder flags."""
+
+    inputs: list[str]
+    files_from: Optional[str]
+    ext: Optional[str]
+    recursive: bool
+    follow_symlinks: bool
+
+    def files(self) -> list:
+        from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
+
+        inputs = self.inputs
+        if self.files_from is not None:
+            try:
+                text = sys.stdin.read() if self.files_from == "-" else Path(self.files_from).read_text()
+            except OSError as exc:
+                raise UsageError(f"--files-from {self.files_from}: {exc.strerror}") from exc
+            inputs = inputs + read_file_list(text.splitlines())
+        if not inputs:
+            raise UsageError("no input: give files or folders, or --files-from FILE")
+        extensions = tuple(e.strip().lstrip(".").lower() for e in self.ext.split(",")) if self.ext else DEFAULT_EXTENSIONS
+        files = discover(inputs, extensions, recursive=self.recursive, follow_symlinks=self.follow_symlinks)
+        if not files:
+            raise UsageError(f"no audio files found in {', '.join(inputs)} (extensions: {', '.join(extensions)})")
+        return files
+
+
+def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
              embed: object, options: object, quiet: bool, json_summary: bool) -> None:
-    from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
     from .embedder import Embedder
     from .extract import extract
 
     embedder = Embedder(model, device=device, threads=threads, options=embed)  # bad model or layers fail first
-    inputs = request["inputs"]
-    if request["files_from"] is not None:
-        source = request["files_from"]
-        try:
-            lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text().splitlines()
-        except OSError as exc:
-            raise UsageError(f"--files-from {source}: {exc.strerror}") from exc
-        inputs = inputs + read_file_list(lines)
-    if not inputs:
-        raise UsageError("no input: give files or folders, or --files-from FILE")
-    extensions = tuple(e.strip().lstrip(".").lower() for e in request["ext"].split(",")) if request["ext"] else DEFAULT_EXTENSIONS
-    files = discover(inputs, extensions, recursive=request["recursive"], follow_symlinks=request["follow_symlinks"])
-    if not files:
-        raise UsageError(f"no audio files found in {', '.join(inputs)} (extensions: {', '.join(extensions)})")
+    files = selection.files()
     show = not quiet and not json_summary and err.is_terminal
     with _progress(show, len(files)) as advance:
         summary = extract(files, output, embedder, options, progress=advance)
