@@ -157,6 +157,9 @@ class OnnxModel:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Memory patterns are planned per input shape and kept: with chunks of a few different widths
+        # they pushed a 5-minute file to 1.9 GB; without them the arena stays at its largest batch.
+        options.enable_mem_pattern = False
         if upto >= self.info.num_layers:
             model: str | bytes = str(self.path)
         else:
