@@ -4,12 +4,15 @@ Flax (`flax_model.msgpack`) and TF (`tf_model.h5`) weights are read with msgpack
 export never needs JAX, Flax or TensorFlow. Every reader yields PyTorch-style names (the renames
 and transposes transformers 4.x applied when it converted between frameworks); `normalize_names`
 then keeps the encoder only, in the naming of transformers 5's `Wav2Vec2Model`.
+
+The heavy libraries (torch, safetensors, msgpack, h5py) are imported inside the readers, so
+`import w2v_embed` stays light for users who only extract embeddings.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,129 +20,212 @@ import numpy as np
 from .errors import W2VEmbedError
 
 # Search order; each may also be sharded as NAME.index.json + shards.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")
+WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")
+INDEX_SUFFIX = ".index.json"
 ENCODER_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed")
 BASE_PREFIX = "wav2vec2."
 POS_CONV = "encoder.pos_conv_embed.conv."
+WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
+WEIGHT_V = POS_CONV + "parametrizations.weight.original1"
+
+Raw = dict[str, np.ndarray]
 
 
 def find_weights(folder: Path) -> list[Path]:
-    """The weights file(s) of the first format present (all shards when sharded)."""
+    """Weights file(s) of the first format present, in WEIGHT_FILES order (all shards, sorted, when sharded).
+
+    One format only: a folder with both PyTorch and Flax weights is read as PyTorch, like transformers.
+    Raises W2VEmbedError naming the folder and the expected file names when none is there.
+    """
     folder = Path(folder)
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return [folder / name]
-        index = folder / f"{name}.index.json"
+        index = folder / f"{name}{INDEX_SUFFIX}"
         if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise W2VEmbedError(f"{index}: not a valid shard index ({exc})") from exc
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if missing:
-                raise W2VEmbedError(f"{folder / missing[0]}: shard listed in {index.name} is missing")
-            return [folder / s for s in shards]
-    raise W2VEmbedError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)}, sharded or not)")
+            return _shards(index)
+    expected = ", ".join(f"{n} (or {n}{INDEX_SUFFIX} + shards)" for n in WEIGHT_FILES)
+    raise W2VEmbedError(f"{folder}: no weights found; expected one of {expected}")
 
 
 def read_state_dict(files: list[Path]) -> dict[str, np.ndarray]:
-    """float32 arrays named like transformers 5's `Wav2Vec2Model(config).state_dict()`."""
-    readers = {".safetensors": _read_safetensors, ".bin": _read_torch, ".msgpack": _read_flax, ".h5": _read_tf}
-    raw: dict[str, np.ndarray] = {}
-    for path in files:
-        reader = readers.get(Path(path).suffix)
-        if reader is None:
-            raise W2VEmbedError(f"{path}: unknown weights format (expected one of {', '.join(WEIGHT_FILES)})")
+    """Read the files (one format) as float32 arrays named like transformers 5's `Wav2Vec2Model(config).state_dict()`.
+
+    Heads (quantizer, lm_head, classifier …) are dropped and the `wav2vec2.` prefix stripped, so any
+    wav2vec2 checkpoint loads into the bare encoder the exporter builds. A shard index
+    (`*.index.json`) may be given in place of its shards.
+    """
+    paths = [p for f in files for p in (_shards(Path(f)) if str(f).endswith(INDEX_SUFFIX) else [Path(f)])]
+    if not paths:
+        raise W2VEmbedError("no weights files given")
+    readers = [_reader(path) for path in paths]
+    if len({r.__name__ for r in readers}) > 1:
+        raise W2VEmbedError(f"{paths[0].parent}: weights files of different formats given ({', '.join(p.name for p in paths)})")
+    raw: Raw = {}
+    for path, reader in zip(paths, readers):
+        if not path.is_file():
+            raise W2VEmbedError(f"{path}: weights file not found")
         try:
-            raw.update(reader(Path(path)))
+            raw.update(reader(path))
         except W2VEmbedError:
             raise
         except Exception as exc:  # each library has its own exceptions for a damaged file
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
             raise W2VEmbedError(f"{path}: cannot read weights, the file is damaged or truncated ({reason})") from exc
     state = normalize_names(raw)
-    if not state:
-        raise W2VEmbedError(f"{files[0]}: no wav2vec2 encoder weights in it")
+    if not any(k.startswith("encoder.") for k in state):
+        where = str(paths[0]) + (f" (+{len(paths) - 1} more shards)" if len(paths) > 1 else "")
+        raise W2VEmbedError(f"{where}: no wav2vec2 encoder weights in it ({len(raw)} tensors, none named encoder.*)")
     return state
 
 
-def normalize_names(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def normalize_names(raw: Raw) -> dict[str, np.ndarray]:
     """Strip the base-model prefix, drop heads, use transformers 5's names for the weight-normed pos conv."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         name = name[len(BASE_PREFIX) :] if name.startswith(BASE_PREFIX) else name
         if not name.startswith(ENCODER_PREFIXES):
-            continue  # quantizer, project_hid/q, lm_head, classifier …: not part of the encoder
-        if name.endswith(".gamma"):
+            continue  # quantizer, project_hid/q, lm_head, projector, classifier …: not part of the encoder
+        if name.endswith(".gamma"):  # old LayerNorm names
             name = name[: -len(".gamma")] + ".weight"
         elif name.endswith(".beta"):
             name = name[: -len(".beta")] + ".bias"
-        if name == POS_CONV + "weight_g":
-            name, value = POS_CONV + "parametrizations.weight.original0", value.reshape(1, 1, -1)
+        if name == POS_CONV + "weight_g":  # torch.nn.utils.weight_norm(dim=2): g is [1, 1, K] ([K, 1, 1] in TF)
+            name, value = WEIGHT_G, value.reshape(1, 1, -1)
         elif name == POS_CONV + "weight_v":
-            name = POS_CONV + "parametrizations.weight.original1"
+            name = WEIGHT_V
         out[name] = np.ascontiguousarray(value, dtype=np.float32)
+    if POS_CONV + "weight" in out and WEIGHT_G not in out:  # weight norm already folded in: g·v/‖v‖ == w
+        weight = out.pop(POS_CONV + "weight")
+        out[WEIGHT_G] = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=(0, 1), keepdims=True)).astype(np.float32)
+        out[WEIGHT_V] = weight
     return out
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def _shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names, sorted, each checked to exist."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise W2VEmbedError(f"{index}: not a valid shard index ({type(exc).__name__}: {exc})") from exc
+    if not shards:
+        raise W2VEmbedError(f"{index}: the shard index lists no files")
+    for shard in shards:
+        if not (index.parent / shard).is_file():
+            raise W2VEmbedError(f"{index.parent / shard}: shard listed in {index.name} is missing")
+    return [index.parent / shard for shard in shards]
+
+
+def _reader(path: Path) -> Callable[[Path], Raw]:
+    readers = {".safetensors": _read_safetensors, ".bin": _read_torch, ".msgpack": _read_flax, ".h5": _read_tf}
+    reader = readers.get(path.suffix)
+    if reader is None:
+        raise W2VEmbedError(f"{path}: unknown weights format (expected one of {', '.join(WEIGHT_FILES)})")
+    return reader
+
+
+def _read_safetensors(path: Path) -> Raw:
+    """safetensors as numpy; files written by transformers' TF or Flax models say so in their metadata."""
     from safetensors import safe_open
 
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except TypeError:  # bfloat16 has no numpy dtype: go through torch
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k).float().numpy() for k in f.keys()}
+    with safe_open(str(path), framework="np") as f:
+        fmt = (f.metadata() or {}).get("format", "pt")
+        keys = list(f.keys())
+        try:
+            raw = {k: f.get_tensor(k) for k in keys}
+        except TypeError:  # bfloat16: numpy has no such dtype
+            raw = _read_safetensors_raw(path)
+    if fmt == "tf":
+        return dict(_tf_to_torch(name, value) for name, value in raw.items())
+    if fmt in ("flax", "jax"):
+        return dict(_flax_to_torch(tuple(name.split(".")), value) for name, value in raw.items())
+    return raw
 
 
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
+def _read_safetensors_raw(path: Path) -> Raw:
+    """The safetensors layout by hand (8-byte header size, JSON header, data), for bfloat16 without torch."""
+    dtypes = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1"}
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    body = memoryview(data)[8 + size :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        if info["dtype"] == "BF16":
+            array = _bfloat16(body[start:end])
+        elif info["dtype"] in dtypes:
+            array = np.frombuffer(body[start:end], dtypes[info["dtype"]])
+        else:
+            continue  # bool, fp8 …: no wav2vec2 weight is stored so
+        out[name] = array.reshape(info["shape"])
+    return out
+
+
+def _bfloat16(buffer: bytes | memoryview) -> np.ndarray:
+    """bfloat16 is the upper half of a float32."""
+    return (np.frombuffer(buffer, "<u2").astype(np.uint32) << 16).view(np.float32)
+
+
+def _read_torch(path: Path) -> Raw:
     import torch
 
     state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickles code
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # training-loop wrappers
+        state = state["state_dict"]
     if not isinstance(state, dict):
         raise W2VEmbedError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {k: v.float().numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {k: v.float().numpy() for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
-def _read_flax(path: Path) -> dict[str, np.ndarray]:
+def _read_flax(path: Path) -> Raw:
     """flax.serialization's msgpack: nested dicts of ndarrays (ext type 1), large ones chunked."""
     import msgpack
 
     def ext_hook(code: int, data: bytes) -> object:
-        if code in (1, 3):  # ndarray: (shape, dtype, bytes); numpy scalar: (dtype, bytes)
-            parts = msgpack.unpackb(data, raw=False)
-            shape, dtype, buffer = parts if code == 1 else ((), *parts)
-            return _from_buffer(buffer, dtype).reshape(shape)
-        raise W2VEmbedError(f"{path}: unsupported msgpack extension type {code}")
+        if code in (1, 3):  # ndarray and numpy scalar: both packed as (shape, dtype name, bytes)
+            shape, dtype, buffer = msgpack.unpackb(data, raw=False)
+            array = _bfloat16(buffer) if dtype == "bfloat16" else np.frombuffer(buffer, np.dtype(dtype))
+            return array.reshape(shape)
+        if code == 2:  # native complex: (real, imag)
+            real, imag = msgpack.unpackb(data, raw=False)
+            return complex(real, imag)
+        raise W2VEmbedError(f"{path}: unsupported msgpack extension type {code} (not a flax.serialization file?)")
 
     tree = msgpack.unpackb(path.read_bytes(), ext_hook=ext_hook, raw=False, strict_map_key=False)
     if not isinstance(tree, dict):
-        raise W2VEmbedError(f"{path}: not a Flax parameter tree")
-    tree = tree.get("params", tree)
+        raise W2VEmbedError(f"{path}: not a Flax parameter tree (top level is {type(tree).__name__})")
+    if set(tree) == {"params"} and isinstance(tree["params"], dict):  # a {"params": …} variables dict
+        tree = tree["params"]
     return dict(_flax_to_torch(key, value) for key, value in _flatten(tree, ()))
 
 
-def _from_buffer(buffer: bytes, dtype: str) -> np.ndarray:
-    if dtype == "bfloat16":  # the upper half of a float32
-        return (np.frombuffer(buffer, np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(buffer, np.dtype(dtype))
-
-
 def _flatten(tree: dict, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
+    """Numeric leaves of a nested dict with their key paths; flax's chunked arrays joined back."""
     for key, value in tree.items():
+        path = (*prefix, str(key))
         if isinstance(value, dict) and value.get("__msgpack_chunked_array__"):
-            chunks = value["chunks"]
-            flat = np.concatenate([chunks[str(i)] for i in range(len(chunks))])
-            yield (*prefix, str(key)), flat.reshape(tuple(value["shape"][str(i)] for i in range(len(value["shape"]))))
+            chunks, shape = value["chunks"], value["shape"]
+            flat = np.concatenate([np.ravel(chunks[str(i)]) for i in range(len(chunks))])
+            yield path, flat.reshape(tuple(int(shape[str(i)]) for i in range(len(shape))))
         elif isinstance(value, dict):
-            yield from _flatten(value, (*prefix, str(key)))
-        else:
-            yield (*prefix, str(key)), np.asarray(value)
+            yield from _flatten(value, path)
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            yield path, value
 
 
 def _flax_to_torch(key: tuple[str, ...], value: np.ndarray) -> tuple[str, np.ndarray]:
-    """Dense kernel [in, out] and Conv kernel [K, in, out] are the reverse of PyTorch's layout; norms say scale."""
+    """Dense kernel [in, out] and Conv kernel [K, in, out] are the reverse of PyTorch's layout; norms say scale.
+
+    The weight-normed positional conv keeps PyTorch's layout in Flax (weight_v [H, H/groups, K],
+    weight_g [1, 1, K]), so it passes through.
+    """
+    if key and key[0] == "params":
+        key = key[1:]
     if key[-1] == "kernel":
         return ".".join((*key[:-1], "weight")), value.T
     if key[-1] == "scale":
@@ -147,34 +233,45 @@ def _flax_to_torch(key: tuple[str, ...], value: np.ndarray) -> tuple[str, np.nda
     return ".".join(key), value
 
 
-def _read_tf(path: Path) -> dict[str, np.ndarray]:
-    """Keras h5 weights: attrs layer_names → weight_names such as model/wav2vec2/encoder/…/kernel:0."""
+def _read_tf(path: Path) -> Raw:
+    """Keras h5 weights: attrs layer_names → weight_names such as model/wav2vec2/encoder/…/kernel:0.
+
+    transformers' sharded TF files instead list the datasets themselves in layer_names, under names
+    already stripped of the model's scope (wav2vec2/encoder/…/kernel:0).
+    """
     import h5py
 
-    out = {}
+    def text(value: bytes | str) -> str:
+        return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+    items: list[tuple[str, np.ndarray]] = []
     with h5py.File(path, "r") as f:
-        if "layer_names" in f.attrs:
-            names = [
-                (group, w.decode() if isinstance(w, bytes) else w)
-                for layer in f.attrs["layer_names"]
-                for group in [f[layer.decode() if isinstance(layer, bytes) else layer]]
-                for w in group.attrs["weight_names"]
-            ]
-            items = [(name, group[name][()]) for group, name in names]
-        else:  # sharded TF checkpoints store datasets under their full names
-            items = []
+        layer_names = [text(n) for n in f.attrs.get("layer_names", [])]
+        if "layer_names" not in f.attrs:  # not a Keras file: take every dataset under its path
             f.visititems(lambda name, obj: items.append((name, obj[()])) if isinstance(obj, h5py.Dataset) else None)
-    for name, value in items:
-        torch_name, value = _tf_to_torch(name, np.asarray(value))
-        out[torch_name] = value
-    return out
+        for layer in layer_names:
+            obj = f[layer]
+            if isinstance(obj, h5py.Dataset):  # sharded layout
+                items.append((layer, obj[()]))
+                continue
+            for weight in (text(w) for w in obj.attrs.get("weight_names", [])):
+                parts = weight.split("/")
+                if parts[0] != layer and layer in parts:  # drop the model's own scope before the layer's name
+                    parts = parts[parts.index(layer) :]
+                items.append(("/".join(parts), obj[weight][()]))
+    return dict(_tf_to_torch(name, np.asarray(value)) for name, value in items)
 
 
 def _tf_to_torch(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
-    parts = name.replace(":0", "").split("/")
-    if parts[0].startswith("tf_"):  # the Keras model's own scope, e.g. tf_wav2_vec2_for_ctc
+    """TF names and layouts → PyTorch: kernel transposed, gamma/beta → weight/bias.
+
+    The weight-normed positional conv already has PyTorch's layout in TF (weight_v [H, H/groups, K];
+    weight_g [K, 1, 1], reshaped by `normalize_names`).
+    """
+    parts = name.removesuffix(":0").split("/")
+    if len(parts) > 1 and parts[0].startswith("tf_"):  # the Keras model's own scope, e.g. tf_wav2_vec2_for_ctc
         parts = parts[1:]
-    parts = [p for part in parts for p in part.split("_._")]
+    parts = [p for part in parts for p in part.split("_._")]  # older TF list naming: layers_._0
     last = parts[-1]
     if last in ("kernel", "gamma"):
         parts[-1] = "weight"
