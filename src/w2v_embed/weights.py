@@ -95,7 +95,8 @@ def normalize_names(raw: Raw) -> dict[str, np.ndarray]:
             name, value = WEIGHT_G, value.reshape(1, 1, -1)
         elif name == POS_CONV + "weight_v":
             name = WEIGHT_V
-        out[name] = np.ascontiguousarray(value, dtype=np.float32)
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        out[name] = array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable memory
     if POS_CONV + "weight" in out and WEIGHT_G not in out:  # weight norm already folded in: g·v/‖v‖ == w
         weight = out.pop(POS_CONV + "weight")
         out[WEIGHT_G] = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=(0, 1), keepdims=True)).astype(np.float32)
