@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from w2v_embed.chunking import FrameGrid
-from w2v_embed.graph import conv_output_lengths, masked_instance_norm
+from w2v_embed.graph import conv_output_lengths, normalized_first_conv
 
 
-def test_masked_instance_norm_equals_group_norm_on_valid_frames():
+@pytest.mark.parametrize("bias", [False, True])
+def test_normalized_first_conv_equals_conv_then_group_norm_on_valid_frames(bias):
     torch.manual_seed(0)
+    conv = torch.nn.Conv1d(1, 8, kernel_size=10, stride=5, bias=bias)
     norm = torch.nn.GroupNorm(8, 8, affine=True).eval()
     torch.nn.init.normal_(norm.weight)
     torch.nn.init.normal_(norm.bias)
-    lengths = torch.tensor([50, 17, 2])
-    x = torch.randn(3, 8, 50) * 3 + 2
-    mask = (torch.arange(50)[None] < lengths[:, None]).float()
+    samples = torch.tensor([400, 87, 15])  # 79, 16 and 2 valid frames
+    x = torch.randn(3, 400) * 3 + 0.5
+    x = x * (torch.arange(400)[None] < samples[:, None])  # zero padding, as a batch has it
+    frames = conv_output_lengths(samples, [10], [5])[0]
     with torch.no_grad():
-        out = masked_instance_norm(x, mask, norm.weight, norm.bias, norm.eps)
-        for row, n in enumerate(lengths.tolist()):
-            alone = norm(x[row : row + 1, :, :n])
-            np.testing.assert_allclose(out[row : row + 1, :, :n].numpy(), alone.numpy(), atol=1e-5)
+        out = normalized_first_conv(x, frames, conv, norm)
+        assert out.shape == (3, 8, 79)
+        for row, (n, t) in enumerate(zip(samples.tolist(), frames.tolist())):
+            alone = norm(conv(x[row : row + 1, None, :n]))
+            assert alone.shape[2] == t
+            np.testing.assert_allclose(out[row : row + 1, :, :t].numpy(), alone.numpy(), atol=2e-5)
 
 
 def test_conv_output_lengths_match_the_frame_grid():
