@@ -15,6 +15,7 @@ import pytest
 from conftest import VARIANTS, make_checkpoint, reference_states
 from w2v_embed.errors import W2VEmbedError
 from w2v_embed.export import ExportOptions, export_model
+from w2v_embed.verify import cosine_rows
 from w2v_embed.runtime import OnnxModel
 
 
@@ -159,6 +160,35 @@ def test_int8_export_reports_cosine_and_marks_precision(checkpoint_dir, tmp_path
     assert result.quantization is not None and result.quantization.ok
     assert all(r.min_cosine >= 0.99 for r in result.quantization.layers)
     assert result.info.precision == "int8" and OnnxModel(out, device="cpu").info.precision == "int8"
+
+
+@pytest.mark.parametrize("variant", ["group", "stable"])
+def test_fp16_export_keeps_float32_io_and_cosine(checkpoint_dir, onnx_model, tmp_path, variant):
+    import onnx
+
+    out = tmp_path / "fp16.onnx"
+    result = export_model(str(checkpoint_dir(variant)), ExportOptions(output=out, quantize="fp16"))
+    assert result.quantization.ok and result.quantization.worst_cosine >= 0.995
+    assert result.info.precision == "float16" and OnnxModel(out, device="cpu").info.precision == "float16"
+    graph = onnx.load(str(out)).graph
+    # Only the first conv block of group-norm models stays float32 (its sums overflow float16).
+    weights = [t for t in graph.initializer if len(t.dims) >= 2]
+    single = [t for t in weights if t.data_type == onnx.TensorProto.FLOAT]
+    assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights if t.data_type != onnx.TensorProto.FLOAT)
+    assert bool(single) == (variant == "group")
+    assert all(np.prod(t.dims) <= 16 * 10 for t in single)  # first conv: 16 channels × kernel 10
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [graph.input[0], *graph.output])
+    # A 24 s chunk (20 s + 2 × 2 s context): the first block's sums would overflow float16.
+    x = np.random.default_rng(0).standard_normal((1, 24 * 16_000)).astype(np.float32)
+    half = OnnxModel(out, device="cpu").run(x, [x.shape[1]], [0, 2])
+    full = OnnxModel(onnx_model(variant), device="cpu").run(x, [x.shape[1]], [0, 2])
+    for k in (0, 2):
+        assert np.isfinite(half[k]).all() and cosine_rows(half[k][0], full[k][0]).min() >= 0.995
+
+
+def test_unknown_quantize_is_refused_before_any_work(tmp_path):
+    with pytest.raises(W2VEmbedError, match="expected one of int8, fp16"):
+        export_model(str(tmp_path / "nowhere"), ExportOptions(output=tmp_path / "x.onnx", quantize="int4"))
 
 
 def test_int8_export_that_loses_accuracy_is_refused(checkpoint_dir, tmp_path):

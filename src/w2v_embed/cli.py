@@ -52,7 +52,7 @@ def export(
     subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
-    quantize: Annotated[Optional[str], typer.Option(help="int8: quantize MatMul weights (checked: cosine >= 0.995 per layer vs float32).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
 ) -> None:
     """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
 
@@ -63,6 +63,8 @@ def export(
       w2v-embed export ./my-checkpoint -o models/mine.onnx --no-verify
 
       w2v-embed export ./my-checkpoint -o models/mine-int8.onnx --quantize int8
+
+      w2v-embed export ./my-checkpoint -o models/mine-fp16.onnx --quantize fp16
     """
     from .export import ExportOptions
 

@@ -66,6 +66,10 @@ class ExportableWav2Vec2(nn.Module):
     Hidden state k follows transformers' numbering: 0 is the input to the first transformer layer,
     k the output of layer k (for stable-layer-norm models without the encoder's final LayerNorm,
     which transformers 5 applies only to `last_hidden_state`).
+
+    A float16 `model` gives a float16 graph with float32 inputs and outputs, except the first conv
+    block of group-norm models: its statistics sum over every frame of a chunk, beyond float16's range,
+    so its weights are put back to float32 and it runs in float32.
     """
 
     def __init__(self, model: nn.Module, num_layers: int | None = None) -> None:
@@ -79,14 +83,17 @@ class ExportableWav2Vec2(nn.Module):
         self.group_norm = config.feat_extract_norm == "group"
         self.stable = bool(config.do_stable_layer_norm)
         self.num_layers = config.num_hidden_layers if num_layers is None else num_layers
+        self.dtype = next(model.parameters()).dtype
+        if self.group_norm:
+            model.feature_extractor.conv_layers[0].float()
 
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         model = self.model
         frame_lengths = conv_output_lengths(lengths, self.kernels, self.strides)
-        x = input_values[:, None, :]
+        x = input_values[:, None, :].to(self.dtype)
         for i, layer in enumerate(model.feature_extractor.conv_layers):
             if self.group_norm and i == 0:
-                x = normalized_first_conv(input_values, frame_lengths[0], layer.conv, layer.layer_norm)
+                x = normalized_first_conv(input_values, frame_lengths[0], layer.conv, layer.layer_norm).to(self.dtype)
             else:
                 x = layer.conv(x)
             if not self.group_norm:
@@ -101,14 +108,14 @@ class ExportableWav2Vec2(nn.Module):
         x = x + encoder.pos_conv_embed(x)
         if not self.stable:
             x = encoder.layer_norm(x)
-        # Additive key mask: exp(-1e9) underflows to exactly 0, so padded keys carry no weight.
-        key_bias = ((1.0 - valid) * -1e9)[:, None, None, :]
+        # Additive key mask: exp(lowest - max) underflows to exactly 0, so padded keys carry no weight.
+        key_bias = ((1.0 - valid) * torch.finfo(x.dtype).min)[:, None, None, :]
 
         states = [x]
         for layer in encoder.layers[: self.num_layers]:
             x = self._layer(layer, x, key_bias)
             states.append(x)
-        return tuple(states)
+        return tuple(state.float() for state in states)
 
     def _layer(self, layer: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         if self.stable:

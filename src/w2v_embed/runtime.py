@@ -45,7 +45,7 @@ class ModelInfo:
     exporter_version: str
     weights_sha256: str
     sample_rate: int = 16000
-    precision: str = "float32"  # float32 | int8 (MatMul weights quantized)
+    precision: str = "float32"  # float32 | int8 (MatMul weights quantized) | float16 (for CUDA)
 
     @property
     def grid(self) -> FrameGrid:
