@@ -155,7 +155,7 @@ def run_child(kind: str, args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def make_model(size: str, workdir: Path) -> tuple[Path, Path, dict]:
+def make_model(size: str, workdir: Path, quantize: str | None = None) -> tuple[Path, Path, dict]:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -163,9 +163,11 @@ def make_model(size: str, workdir: Path) -> tuple[Path, Path, dict]:
 
     config = SIZES[size]
     checkpoint = workdir / f"{size}-checkpoint"
-    torch.manual_seed(0)
-    Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(checkpoint)
-    result = export_model(str(checkpoint), ExportOptions(output=workdir / f"{size}.onnx", verify=False))
+    if not checkpoint.exists():
+        torch.manual_seed(0)
+        Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(checkpoint)
+    output = workdir / f"{size}{'-' + quantize if quantize else ''}.onnx"
+    result = export_model(str(checkpoint), ExportOptions(output=output, verify=False, quantize=quantize))
     return checkpoint, result.path, config
 
 
@@ -212,7 +214,8 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size (0 skips)")
-    parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long (peak RSS)")
+    parser.add_argument("--int8", action="store_true", help="also time the --quantize int8 export, model-only")
+    parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--workdir", type=Path, default=None)
     opts = parser.parse_args()
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="w2v-bench-"))
@@ -223,7 +226,7 @@ def main() -> None:
         seconds = make_corpus(workdir / "corpus", opts.files)
         print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min of audio at 8–48 kHz")
     rows = []
-    for size in ([None] if opts.model else opts.sizes):
+    for index, size in enumerate([None] if opts.model else opts.sizes):
         if opts.model:
             checkpoint, model, config = None, opts.model, None
             label = opts.model.name
@@ -234,20 +237,24 @@ def main() -> None:
                     model=str(model), checkpoint=str(checkpoint), workdir=str(workdir), corpus=str(workdir / "corpus"))
         torch_rt = None
         plan = [("onnx", "w2v-embed model-only, all layers", None), ("onnx-layer6", "w2v-embed model-only, --layers 6", 6)]
+        if opts.int8 and checkpoint:
+            int8 = str(make_model(size, workdir, "int8")[1])
+            plan += [("onnx", "w2v-embed int8 model-only, all layers", None, int8),
+                     ("onnx-layer6", "w2v-embed int8 model-only, --layers 6", 6, int8)]
         if checkpoint:
             plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None))
         if opts.files:
             plan.append(("corpus-model", f"w2v-embed model-only on the corpus (pre-decoded), all layers", None))
             plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
-        for kind, name, depth in plan:
-            result = run_child(kind, base)
+        for kind, name, depth, *model_override in plan:
+            result = run_child(kind, {**base, "model": model_override[0]} if model_override else base)
             if kind == "torch":
                 torch_rt = result["realtime"]
             gflops = flops_per_second_of_audio(config, depth) * result["realtime"] / 1e9 if config is not None else float("nan")
             rows.append((label, name, result["realtime"], gflops, 100 * gflops / peak, result["rss"],
                          result["realtime"] / torch_rt if torch_rt else float("nan")))
             print(f"# {label}: {name}: {result}", flush=True)
-        if opts.long_hours:
+        if opts.long_hours and index == 0:
             long_dir = workdir / "long"
             long_dir.mkdir(exist_ok=True)
             make_long_file(long_dir / "long.flac", opts.long_hours)

@@ -18,6 +18,7 @@ import soundfile as sf
 
 from conftest import ROOT, _load_script, reference_states
 from w2v_embed.runtime import OnnxModel
+from w2v_embed.verify import cosine_rows
 
 make_corpus = _load_script("make_example_audio").make_corpus
 
@@ -119,6 +120,24 @@ def test_frame_level_offsets_and_float16(corpus, onnx_model, tmp_path):
         assert f["layer_3"].shape == (offsets[-1], 32)
         for i, n in enumerate(samples):
             assert offsets[i + 1] - offsets[i] == info.grid.num_frames(int(n))
+
+
+def test_fp16_export_then_extract_on_cpu_is_close_to_float32(corpus, onnx_model, checkpoint_dir, tmp_path):
+    half = tmp_path / "half.onnx"
+    proc = cli("export", str(checkpoint_dir("group")), "-o", str(half), "--quantize", "fp16")
+    assert proc.returncode == 0 and "float16" in proc.stdout and "cosine" in proc.stderr, proc.stderr
+    outputs = {}
+    for name, model in (("half", half), ("full", onnx_model("group"))):
+        outputs[name] = tmp_path / f"{name}.h5"
+        proc = cli("extract", str(corpus / "speaker1"), "-o", str(outputs[name]), "-m", str(model), "--layers", "all")
+        assert proc.returncode == 0, proc.stderr
+        assert ("float16 models are made for --device cuda" in proc.stderr) == (name == "half")
+    import w2v_embed
+
+    for layer in (0, 2):
+        _, a = w2v_embed.load(outputs["half"], layer=layer)
+        _, b = w2v_embed.load(outputs["full"], layer=layer)
+        assert a.shape == b.shape and cosine_rows(a, b).min() >= 0.995
 
 
 def test_refuses_to_clobber_then_overwrite(corpus, onnx_model, tmp_path):

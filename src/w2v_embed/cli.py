@@ -194,6 +194,8 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     from .extract import extract
 
     embedder = Embedder(model, device=device, threads=threads, options=embed)  # bad model or layers fail first
+    if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
+        err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
     show = not quiet and not json_summary and err.is_terminal
     with _progress(show, len(files)) as advance:
