@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size (0 skips)")
+    parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size, with the first model (0 skips)")
     parser.add_argument("--int8", action="store_true", help="also time the --quantize int8 export, model-only")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -243,7 +243,7 @@ def main() -> None:
                      ("onnx-layer6", "w2v-embed int8 model-only, --layers 6", 6, int8)]
         if checkpoint:
             plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None))
-        if opts.files:
+        if opts.files and index == 0:
             plan.append(("corpus-model", f"w2v-embed model-only on the corpus (pre-decoded), all layers", None))
             plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
         for kind, name, depth, *model_override in plan:

@@ -41,21 +41,26 @@ def normalized_first_conv(
     patches p, so a channel's mean is w·mean(p) and its variance wᵀ·cov(p)·w: statistics of the tiny
     [k, T] patch matrix. Folding them into per-row weights leaves one matmul (bias as an extra row of
     ones) that writes the normalised output once. The conv bias cancels in the normalisation.
+
+    The statistics are float64: for band-limited audio (a sine, 8 kHz material) cov(p) is nearly
+    singular and a high-pass filter's wᵀ·cov·w cancels; in float32 that was 10-100× less accurate
+    than normalising the conv output directly. In float64 it is more accurate, and costs nothing.
     """
     kernel = conv.kernel_size[0]
     identity = torch.eye(kernel, dtype=samples.dtype, device=samples.device)[:, None, :]
     patches = torch.nn.functional.conv1d(samples[:, None, :], identity, stride=conv.stride[0])  # [B, k, T]
-    mask = _time_mask(frames, patches, 2)  # [B, T]: valid conv output frames
+    p64 = patches.double()
+    mask = _time_mask(frames, p64, 2)  # [B, T]: valid conv output frames
     m = mask[:, None, :]
     count = torch.clamp(mask.sum(dim=1), min=1.0)[:, None]  # [B, 1]
-    mean = (patches * m).sum(dim=2) / count  # [B, k]
-    centred = (patches - mean[:, :, None]) * m
+    mean = (p64 * m).sum(dim=2) / count  # [B, k]
+    centred = (p64 - mean[:, :, None]) * m
     cov = torch.matmul(centred, centred.transpose(1, 2)) / count[:, :, None]  # [B, k, k]
-    weight = conv.weight[:, 0, :]  # [C, k]
+    weight = conv.weight[:, 0, :].double()  # [C, k]
     var = (torch.matmul(weight, cov) * weight).sum(dim=2)  # [B, C]
-    scale = norm.weight / torch.sqrt(var + norm.eps)  # [B, C]
-    shift = norm.bias - scale * torch.matmul(mean, weight.t())  # [B, C]
-    folded = torch.cat([scale[:, :, None] * weight, shift[:, :, None]], dim=2)  # [B, C, k+1]
+    scale = norm.weight.double() / torch.sqrt(var + norm.eps)  # [B, C]
+    shift = norm.bias.double() - scale * torch.matmul(mean, weight.t())  # [B, C]
+    folded = torch.cat([scale[:, :, None] * weight, shift[:, :, None]], dim=2).to(samples.dtype)  # [B, C, k+1]
     ones = torch.ones_like(patches[:, :1, :])
     return torch.matmul(folded, torch.cat([patches, ones], dim=1))
 
