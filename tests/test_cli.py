@@ -122,6 +122,12 @@ def test_frame_level_offsets_and_float16(corpus, onnx_model, tmp_path):
             assert offsets[i + 1] - offsets[i] == info.grid.num_frames(int(n))
 
 
+def test_int8_export_prints_the_cosine_table_and_no_quantizer_noise(checkpoint_dir, tmp_path):
+    proc = cli("export", str(checkpoint_dir("group")), "-o", str(tmp_path / "int8.onnx"), "--quantize", "int8")
+    assert proc.returncode == 0 and "int8" in proc.stdout, proc.stderr
+    assert "quantized vs float32" in proc.stderr and "WARNING" not in proc.stderr, proc.stderr
+
+
 def test_fp16_export_then_extract_on_cpu_is_close_to_float32(corpus, onnx_model, checkpoint_dir, tmp_path):
     half = tmp_path / "half.onnx"
     proc = cli("export", str(checkpoint_dir("group")), "-o", str(half), "--quantize", "fp16")

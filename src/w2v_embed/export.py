@@ -6,6 +6,7 @@ in and verification passed, so a failed or interrupted export never leaves a hal
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, replace
@@ -111,7 +112,15 @@ def quantize_int8(source: Path, target: Path) -> None:
     require_export_extra("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    # It logs advice on the root logger (pre-processing; the float64 statistics MatMuls it rightly
+    # leaves alone) that is noise to someone running `export`.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 PRECISIONS = {"int8": "int8", "fp16": "float16"}

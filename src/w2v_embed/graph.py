@@ -44,7 +44,7 @@ def normalized_first_conv(
 
     The statistics are float64: for band-limited audio (a sine, 8 kHz material) cov(p) is nearly
     singular and a high-pass filter's wᵀ·cov·w cancels; in float32 that was 10-100× less accurate
-    than normalising the conv output directly. In float64 it is more accurate, and costs nothing.
+    than normalising the conv output directly. In float64 it is on par, for < 1.5 ms per 10 s clip.
     """
     kernel = conv.kernel_size[0]
     identity = torch.eye(kernel, dtype=samples.dtype, device=samples.device)[:, None, :]
