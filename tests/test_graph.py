@@ -30,10 +30,11 @@ def test_normalized_first_conv_equals_conv_then_group_norm_on_valid_frames(bias)
             np.testing.assert_allclose(out[row : row + 1, :, :t].numpy(), alone.numpy(), atol=2e-5)
 
 
-@pytest.mark.parametrize("signal", ["sine", "lowpass"])
+@pytest.mark.parametrize("signal", ["sine", "lowpass", "silence"])
 def test_normalized_first_conv_is_as_accurate_as_the_reference_on_band_limited_audio(signal):
     """A sine or low-passed noise makes the patch covariance nearly singular; high-pass filters then
-    have a tiny variance that the folded statistics must still get right (float64 truth)."""
+    have a tiny variance that the folded statistics must still get right (float64 truth). Silence
+    has none at all."""
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(1, 32, kernel_size=10, stride=5, bias=False)
     with torch.no_grad():
@@ -42,9 +43,11 @@ def test_normalized_first_conv_is_as_accurate_as_the_reference_on_band_limited_a
     n = 160_000
     if signal == "sine":
         x = torch.sin(2 * np.pi * 220 * torch.arange(n) / 16_000)
-    else:
+    elif signal == "lowpass":
         x = torch.nn.functional.avg_pool1d(torch.randn(1, 1, n + 15), 16, 1)[0, 0]
-    x = ((x - x.mean()) / x.std()).float()[None]
+    else:
+        x = torch.zeros(n)  # digital silence: zero variance, so the output is the norm bias
+    x = (x if signal == "silence" else (x - x.mean()) / x.std()).float()[None]
     frames = conv_output_lengths(torch.tensor([n]), [10], [5])[0]
     with torch.no_grad():
         ours = normalized_first_conv(x, frames, conv, norm).double()
