@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from w2v_embed.batching import make_batches, pad_batch
-from w2v_embed.chunking import FrameGrid, plan_chunks, seconds_to_frames, stitch
+from w2v_embed.chunking import FrameGrid, plan_chunks, seconds_to_frames
 from w2v_embed.pooling import Pooler, pool
 
 GRID = FrameGrid((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
@@ -37,17 +37,16 @@ def test_chunks_cover_every_frame_once_on_the_grid(n, chunk, context):
     signal = rng.standard_normal(n)
     chunks = plan_chunks(n, GRID, chunk, context)
     whole = _frame_features(signal)
-    pieces = []
+    stitched = np.full_like(whole, np.nan)
     expected_start = 0
     for c in chunks:
         assert c.start % GRID.hop == 0 and 0 <= c.start < c.stop <= n
         assert c.frame_start == expected_start
         local = _frame_features(signal[c.start : c.stop], c.start // GRID.hop)
         assert c.keep_stop <= len(local)
-        pieces.append(local[c.keep_start : c.keep_stop])
+        stitched[c.frame_start : c.frame_start + c.num_kept] = local[c.keep_start : c.keep_stop]
         expected_start += c.num_kept
-    stitched = stitch(pieces)
-    assert stitched.shape == whole.shape
+    assert expected_start == len(whole)
     np.testing.assert_array_equal(stitched, whole)
 
 
@@ -67,9 +66,10 @@ def test_incremental_pooling_equals_numpy(mode):
     rng = np.random.default_rng(3)
     pieces = [rng.standard_normal((n, 8)).astype(np.float32) * 5 + 3 for n in (7, 1, 30, 12)]
     frames = np.concatenate(pieces)
-    pooler = Pooler(mode)
+    starts = np.cumsum([0] + [len(p) for p in pieces])
+    pooler = Pooler(mode, len(frames))
     for index in [2, 0, 3, 1]:  # out of order, as batches finish
-        pooler.add(index, pieces[index])
+        pooler.add(int(starts[index]), pieces[index])
     expected = {
         "mean": frames.mean(0),
         "max": frames.max(0),
@@ -82,11 +82,17 @@ def test_incremental_pooling_equals_numpy(mode):
     np.testing.assert_allclose(pool(frames, mode), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_pooling_rejects_unknown_mode_and_empty():
+def test_pooling_rejects_unknown_mode_empty_and_missing_or_stray_frames():
     with pytest.raises(ValueError):
-        Pooler("median")
+        Pooler("median", 1)
     with pytest.raises(ValueError):
-        Pooler("mean").result()
+        Pooler("mean", 1).result()
+    frames = Pooler("none", 10)
+    frames.add(0, np.zeros((6, 4), np.float32))
+    with pytest.raises(ValueError, match="6 of 10 frames"):
+        frames.result()
+    with pytest.raises(ValueError, match="outside"):
+        frames.add(6, np.zeros((5, 4), np.float32))
 
 
 def test_batches_respect_limits_and_group_by_length():

@@ -1,4 +1,4 @@
-"""Split long signals into overlapping chunks on the frame grid, and put the frames back together.
+"""Split long signals into overlapping chunks on the frame grid.
 
 Chunk starts are multiples of the frame hop, so chunk frame j is whole-file frame start/hop + j and
 its CNN features are exactly the unchunked ones. Each chunk carries `context` frames of extra audio
@@ -78,8 +78,3 @@ def plan_chunks(num_samples: int, grid: FrameGrid, chunk_frames: int, context_fr
 
 def seconds_to_frames(seconds: float, grid: FrameGrid, sample_rate: int) -> int:
     return int(round(seconds * sample_rate / grid.hop))
-
-
-def stitch(pieces: list[np.ndarray]) -> np.ndarray:
-    """Concatenate the kept frames of consecutive chunks (already trimmed) into the file's frames."""
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)

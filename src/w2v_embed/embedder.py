@@ -82,7 +82,6 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 @dataclass
 class _Piece:
     key: Hashable
-    index: int
     chunk: Chunk
     signal: np.ndarray
 
@@ -150,9 +149,9 @@ class Embedder:
                 yield key, exc
                 continue
             chunks = plan_chunks(len(signal), grid, chunk_frames, context_frames)
-            poolers[key] = {layer: Pooler(opts.pool) for layer in self.layers}
+            poolers[key] = {layer: Pooler(opts.pool, grid.num_frames(len(signal))) for layer in self.layers}
             remaining[key] = len(chunks)
-            queue.extend(_Piece(key, i, c, signal[c.start : c.stop]) for i, c in enumerate(chunks))
+            queue.extend(_Piece(key, c, signal[c.start : c.stop]) for c in chunks)
             queued += len(signal)
             if queued >= self.lookahead_samples:
                 yield from self._run_queue(queue, poolers, remaining)
@@ -183,7 +182,7 @@ class Embedder:
             for row, piece in enumerate(pieces):
                 for layer, states in outputs.items():
                     kept = states[row, piece.chunk.keep_start : piece.chunk.keep_stop]
-                    poolers[piece.key][layer].add(piece.index, kept)
+                    poolers[piece.key][layer].add(piece.chunk.frame_start, kept)
                 remaining[piece.key] -= 1
                 if remaining[piece.key] == 0:
                     del remaining[piece.key]

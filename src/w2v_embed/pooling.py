@@ -2,41 +2,47 @@
 
 Pooling is incremental (chunks arrive one at a time, in any order) so that a two-hour file never
 needs its frames in memory; the result equals pooling the concatenated frames at once (a mean of
-chunk means would not: chunks differ in length).
+chunk means would not: chunks differ in length). Frame-level output ("none") is written into one
+array of the file's frame count as chunks arrive, so a long file's frames are held once, not once
+per chunk plus once concatenated.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .chunking import stitch
-
 POOLING_MODES = ("mean", "max", "meanstd", "none")
 
 
 def pool(frames: np.ndarray, mode: str) -> np.ndarray:
     """Reference pooling of [frames, dim] in one go (what the accumulators must equal)."""
-    pooler = Pooler(mode)
+    pooler = Pooler(mode, len(frames))
     pooler.add(0, frames)
     return pooler.result()
 
 
 class Pooler:
-    """Accumulates chunk frames of one file; `add(index, frames)` with the chunk's position in the file."""
+    """Accumulates the frames of one file of `num_frames` frames, chunk by chunk, in any order."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, num_frames: int) -> None:
         if mode not in POOLING_MODES:
             raise ValueError(f"pooling {mode!r}: expected one of {', '.join(POOLING_MODES)}")
         self.mode = mode
+        self.num_frames = num_frames
         self.count = 0
-        self.pieces: dict[int, np.ndarray] = {}
+        self.frames: np.ndarray | None = None  # "none": the file's frames, filled as chunks arrive
         self.mean: np.ndarray | None = None  # running mean, float64
         self.m2: np.ndarray | None = None  # running sum of squared deviations (Chan et al.)
         self.max: np.ndarray | None = None
 
-    def add(self, index: int, frames: np.ndarray) -> None:
+    def add(self, start: int, frames: np.ndarray) -> None:
+        """One chunk's frames, which are the file's frames [start, start + len(frames))."""
         if self.mode == "none":
-            self.pieces[index] = frames.copy()  # do not keep the whole batch output alive
+            if start < 0 or start + len(frames) > self.num_frames:
+                raise ValueError(f"frames [{start}, {start + len(frames)}) outside the file's {self.num_frames}")
+            if self.frames is None:
+                self.frames = np.empty((self.num_frames, *frames.shape[1:]), np.float32)
+            self.frames[start : start + len(frames)] = frames
             self.count += len(frames)
             return
         if len(frames) == 0:
@@ -60,10 +66,12 @@ class Pooler:
 
     def result(self) -> np.ndarray:
         """mean → (D,); max → (D,); meanstd → (2D,) mean then population std; none → (frames, D)."""
-        if self.mode == "none":
-            return stitch([self.pieces[i] for i in sorted(self.pieces)])
         if self.count == 0:
             raise ValueError("no frames to pool")
+        if self.mode == "none":
+            if self.count != self.num_frames:
+                raise ValueError(f"{self.count} of {self.num_frames} frames arrived")
+            return self.frames
         if self.mode == "max":
             return self.max.astype(np.float32)
         if self.mode == "mean":

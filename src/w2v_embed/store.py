@@ -252,12 +252,14 @@ class FeatureWriter:
         self._maybe_commit()
 
     def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Copies in the storage dtype; wrong shapes are a caller bug that would corrupt the columns."""
+        """In the storage dtype, not copied when already in it (a long file's frames are big): the arrays
+        are kept until committed and must not be modified meanwhile. Wrong shapes are a caller bug that
+        would corrupt the columns."""
         info = self.info
         missing = [k for k in info.layers if k not in features]
         if missing:
             raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
-        arrays = {k: np.array(features[k], dtype=self._dtype) for k in info.layers}
+        arrays = {k: np.asarray(features[k], dtype=self._dtype) for k in info.layers}
         if info.frame_level:
             lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
             ok = all(a.ndim == 2 and a.shape[1] == info.hidden_size for a in arrays.values()) and len(lengths) == 1
@@ -540,12 +542,15 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
             f["paths"][:] = np.array([e.name for e in entries], dtype=object)
             f["num_samples"][:] = [e.num_samples for e in entries]
             f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         if info.frame_level:
-            f["offsets"][:] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            f["offsets"][:] = offsets
         for layer in info.layers:
-            if entries:
-                stack = np.concatenate if info.frame_level else np.stack
-                f[f"layer_{layer}"][:] = stack([e.features[layer] for e in entries])
+            if entries and info.frame_level:  # file by file: no concatenated copy of long files' frames
+                for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
+                    f[f"layer_{layer}"][start:stop] = entry.features[layer]
+            elif entries:
+                f[f"layer_{layer}"][:] = np.stack([e.features[layer] for e in entries])
 
 
 # -- merging ---------------------------------------------------------------------------------------
