@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from w2v_embed.batching import pad_batch
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.export import ExportOptions, export_model
 from w2v_embed.runtime import OnnxModel
@@ -18,11 +19,7 @@ pytestmark = pytest.mark.skipif(
 
 def _batch() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    lengths = np.array([40_000, 9_999, 23_456])
-    batch = np.zeros((3, lengths.max()), np.float32)
-    for row, n in enumerate(lengths):
-        batch[row, :n] = rng.standard_normal(n)
-    return batch, lengths
+    return pad_batch([rng.standard_normal(n) for n in (40_000, 9_999, 23_456)])
 
 
 def _assert_close(got: dict[int, np.ndarray], want: dict[int, np.ndarray], lengths: np.ndarray, grid, min_cos: float) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .batching import pad_batch
 from .errors import W2VEmbedError
 from .runtime import OnnxModel
 
@@ -102,10 +103,8 @@ def compare(
     refs = {n: reference(x) for n, x in signals.items()}
     for n in VERIFY_LENGTHS:
         record(onnx_model.run(signals[n][None], np.array([n]), layers), 0, refs[n])
-    batch = np.zeros((len(BATCH_LENGTHS), max(BATCH_LENGTHS)), np.float32)
-    for row, n in enumerate(BATCH_LENGTHS):
-        batch[row, :n] = signals[n]
-    got = onnx_model.run(batch, np.array(BATCH_LENGTHS), layers)
+    batch, lengths = pad_batch([signals[n] for n in BATCH_LENGTHS])
+    got = onnx_model.run(batch, lengths, layers)
     for row, n in enumerate(BATCH_LENGTHS):
         record(got, row, refs[n])
     return VerificationReport([LayerReport(k, *worst[k]) for k in layers], tolerance, min_cosine)
