@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from w2v_embed.embedder import EmbedOptions, Embedder
-from w2v_embed.verify import cosine_rows
+from w2v_embed.export.verify import cosine_rows
 
 
 def speech_like(seconds: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from conftest import ROOT, _load_script, reference_states
 from w2v_embed.runtime import OnnxModel
-from w2v_embed.verify import cosine_rows
+from w2v_embed.export.verify import cosine_rows
 
 make_corpus = _load_script("make_example_audio").make_corpus
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import VARIANTS, make_checkpoint, reference_states
 from w2v_embed.errors import W2VEmbedError
 from w2v_embed.export import ExportOptions, export_model
-from w2v_embed.verify import cosine_rows
+from w2v_embed.export.verify import cosine_rows
 from w2v_embed.runtime import OnnxModel
 
 

@@ -10,7 +10,7 @@ from w2v_embed.batching import pad_batch
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.export import ExportOptions, export_model
 from w2v_embed.runtime import OnnxModel
-from w2v_embed.verify import cosine_rows
+from w2v_embed.export.verify import cosine_rows
 
 pytestmark = pytest.mark.skipif(
     "CUDAExecutionProvider" not in onnxruntime.get_available_providers(), reason="needs onnxruntime-gpu and a GPU"

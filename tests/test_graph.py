@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from w2v_embed.chunking import FrameGrid
-from w2v_embed.graph import conv_output_lengths, normalized_first_conv
+from w2v_embed.export.families.wav2vec2 import conv_output_lengths, normalized_first_conv
 
 
 @pytest.mark.parametrize("bias", [False, True])

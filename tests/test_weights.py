@@ -20,7 +20,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
 from conftest import ROOT, make_checkpoint
 from w2v_embed.errors import W2VEmbedError
-from w2v_embed.weights import WEIGHT_FILES, find_weights, read_state_dict
+from w2v_embed.export.weights import WEIGHT_FILES, find_weights, read_state_dict
 
 FIXTURES = ROOT / "tests" / "fixtures" / "checkpoints"
 OPTIONAL = {"masked_spec_embed"}
@@ -303,7 +303,7 @@ def test_bin_that_is_not_a_state_dict(tmp_path):
 
 
 def test_import_stays_light():
-    code = ("import sys, w2v_embed.weights; heavy = {'torch', 'msgpack', 'h5py', 'safetensors', 'transformers'};"
+    code = ("import sys, w2v_embed.export.weights; heavy = {'torch', 'msgpack', 'h5py', 'safetensors', 'transformers'};"
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -74,7 +74,7 @@ def export(
 
 def _export(source: str, options: object) -> None:
     from .export import export_model
-    from .verify import VerificationError
+    from .export.verify import VerificationError
 
     err.print(f"exporting {source} …")
     try:

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .batching import pad_batch
-from .errors import W2VEmbedError
-from .runtime import OnnxModel
+from ..batching import pad_batch
+from ..errors import W2VEmbedError
+from ..runtime import OnnxModel
 
 # Lengths in samples: short, odd, a few seconds; the last three also run as one padded batch.
 VERIFY_LENGTHS = (400, 4_321, 16_000, 40_000)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import W2VEmbedError
+from ..errors import W2VEmbedError
 
 # Search order; each may also be sharded as NAME.index.json + shards.
 WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")

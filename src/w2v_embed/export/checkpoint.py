@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import W2VEmbedError
+from ..errors import W2VEmbedError
 from .weights import WEIGHT_FILES, find_weights, read_state_dict
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2",)

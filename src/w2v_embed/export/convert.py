@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
-from .errors import UsageError
-from .runtime import INPUT_NAMES, MODELS_DIR, ModelInfo, output_name
+from ..errors import UsageError
+from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo, output_name
 from .verify import VerificationError, VerificationReport, verify, verify_quantized
 
 
@@ -74,7 +74,7 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     """TorchScript-based export of the padding-exact wrapper; batch and time axes dynamic."""
     torch = require_export_extra("torch")
     require_export_extra("onnx")
-    from .graph import ExportableWav2Vec2
+    from .families.wav2vec2 import ExportableWav2Vec2
 
     wrapper = ExportableWav2Vec2(reference).eval()
     num_layers = wrapper.num_layers
