@@ -55,7 +55,7 @@ def test_folder_to_pooled_h5(corpus, onnx_model, tmp_path):
     assert summary["ok"] == 5 and summary["failed"] == 1
     with h5py.File(out) as f:
         assert f.attrs["format"] == "w2v-embed/1" and f.attrs["pooling"] == "mean"
-        assert list(f.attrs["layers"]) == [1, 3]
+        assert list(f.attrs["layers"]) == ["1", "3"]
         assert f.attrs["sample_rate"] == 16000 and f.attrs["frame_rate"] == 50.0
         assert abs(f.attrs["frame_center_offset"] - 0.0125) < 1e-12
         paths = [p.decode() if isinstance(p, bytes) else p for p in f["paths"][()]]
@@ -116,8 +116,8 @@ def test_frame_level_offsets_and_float16(corpus, onnx_model, tmp_path):
     info = OnnxModel(onnx_model("group"), device="cpu").info
     with h5py.File(out) as f:
         offsets, samples = f["offsets"][()], f["num_samples"][()]
-        assert f["layer_3"].dtype == np.float16
-        assert f["layer_3"].shape == (offsets[-1], 32)
+        assert f["last_hidden_state"].dtype == np.float16
+        assert f["last_hidden_state"].shape == (offsets[-1], 32)
         for i, n in enumerate(samples):
             assert offsets[i + 1] - offsets[i] == info.grid.num_frames(int(n))
 

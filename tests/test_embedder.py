@@ -7,7 +7,8 @@ import pytest
 import soxr
 
 from conftest import VARIANTS, reference_states
-from w2v_embed.embedder import EmbedOptions, Embedder, parse_layers
+from w2v_embed.embedder import EmbedOptions, Embedder
+from w2v_embed.layers import parse_layers
 from w2v_embed.errors import UsageError, W2VEmbedError
 
 
@@ -73,9 +74,9 @@ def test_resampling_and_stereo_inputs(onnx_model):
     x8k = rng.standard_normal(8_000 * 3).astype(np.float32)
     emb = Embedder(onnx_model("group"), device="cpu")
     direct = emb.embed(soxr.resample(x8k, 8_000, 16_000, quality="HQ"), 16_000)
-    np.testing.assert_array_equal(emb.embed(x8k, 8_000)[3], direct[3])
+    np.testing.assert_array_equal(emb.embed(x8k, 8_000)["last"], direct["last"])
     stereo = np.stack([x8k, x8k], axis=1)
-    np.testing.assert_allclose(emb.embed(stereo, 8_000)[3], direct[3], atol=1e-5)
+    np.testing.assert_allclose(emb.embed(stereo, 8_000)["last"], direct["last"], atol=1e-5)
 
 
 def test_bad_signals_are_per_file_errors(onnx_model):
@@ -85,14 +86,15 @@ def test_bad_signals_are_per_file_errors(onnx_model):
     results = dict(emb.embed_stream([("short", np.ones(399, np.float32)), ("nan", nan), ("ok", np.ones(16_000, np.float32))]))
     assert isinstance(results["short"], W2VEmbedError) and "too short" in str(results["short"])
     assert isinstance(results["nan"], W2VEmbedError) and "NaN" in str(results["nan"])
-    assert results["ok"][3].shape == (32,)
+    assert results["ok"]["last"].shape == (32,)
 
 
 def test_parse_layers():
-    assert parse_layers("last", 12) == (12,)
+    assert parse_layers("last", 12) == ("last",)
     assert parse_layers("all", 2) == (0, 1, 2)
     assert parse_layers("12, 6,6", 12) == (6, 12)
-    assert parse_layers([-1], 12) == (12,)
-    for bad in ("13", "x", ""):
+    assert parse_layers("last,6,all", 2) == (0, 1, 2, "last")
+    assert parse_layers([-1, "last"], 12) == (12, "last")
+    for bad in ("13", "x", "", "last6"):
         with pytest.raises(UsageError):
             parse_layers(bad, 12)

@@ -55,7 +55,7 @@ def test_padded_batch_rows_equal_rows_alone(variant, onnx_model):
 def test_verification_report_and_metadata(checkpoint_dir, tmp_path):
     result = export_model(str(checkpoint_dir("group")), ExportOptions(output=tmp_path / "m.onnx"))
     assert result.report.ok and result.report.max_abs_diff <= 1e-4
-    assert [r.layer for r in result.report.layers] == [0, 1, 2, 3]
+    assert [r.layer for r in result.report.layers] == [0, 1, 2, 3, "last"]
     assert all(r.min_cosine > 0.99999 for r in result.report.layers)
     info = OnnxModel(result.path, device="cpu").info
     config = json.loads((checkpoint_dir("group") / "config.json").read_text())

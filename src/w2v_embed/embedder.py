@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -20,49 +20,25 @@ from .audio import TARGET_SAMPLE_RATE, normalize
 from .batching import make_batches, pad_batch
 from .chunking import Chunk, plan_chunks, seconds_to_frames
 from .errors import UsageError, W2VEmbedError
+from .layers import Layer, LayerSpec, depth, parse_layers
 from .pooling import POOLING_MODES, Pooler
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
-Features = dict[int, np.ndarray]
+Features = dict[Layer, np.ndarray]
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
     """What to compute and how to cut it; defaults suit speech corpora of seconds to hours."""
 
-    layers: str | Sequence[int] = "last"  # "last", "all", "6,12" or a sequence of ints
+    layers: LayerSpec = "last"  # "last" (last_hidden_state), "all" (0..L), "6,12", "6,last" or a sequence
     pool: str = "mean"  # mean | max | meanstd | none
     chunk_seconds: float = 20.0  # files longer than this are chunked; 0 disables chunking
     context_seconds: float = 2.0  # extra audio on each side of a chunk, discarded after inference
     batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
     max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
-
-
-def parse_layers(spec: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
-    """'last' | 'all' | '6,12' | [6, 12] → sorted unique layer numbers in 0..num_layers (negatives count from the end)."""
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if text == "last":
-            return (num_layers,)
-        if text == "all":
-            return tuple(range(num_layers + 1))
-        try:
-            values = [int(part) for part in text.split(",") if part.strip()]
-        except ValueError as exc:
-            raise UsageError(f"--layers {spec!r}: expected 'last', 'all' or numbers like 6,12") from exc
-    else:
-        values = [int(v) for v in spec]
-    if not values:
-        raise UsageError("--layers: no layer given")
-    out = set()
-    for value in values:
-        layer = value + num_layers + 1 if value < 0 else value
-        if not 0 <= layer <= num_layers:
-            raise UsageError(f"--layers: layer {value} does not exist (this model has layers 0..{num_layers})")
-        out.add(layer)
-    return tuple(sorted(out))
 
 
 def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -110,7 +86,7 @@ class Embedder:
             raise UsageError("--batch-size must be >= 1 and --max-batch-seconds > 0")
         self.options = options
         self.layers = parse_layers(options.layers, self.info.num_layers)
-        self.model.prepare(max(self.layers))
+        self.model.prepare(depth(self.layers, self.info.num_layers))
         # CPUs gain nothing from big batches and pay in memory (the first conv's output is 2 kB per sample);
         # GPUs need them to be busy.
         gpu = self.model.device == "cuda"

@@ -1,7 +1,8 @@
 """Run an exported model with ONNX Runtime; read what `extract` needs from its metadata.
 
 The ONNX contract: inputs `input_values` float32 [batch, samples] and `lengths` int64 [batch];
-outputs `hidden_state_0` … `hidden_state_L`, each [batch, frames, hidden]; `metadata_props`
+outputs `hidden_state_0` … `hidden_state_L` and `last_hidden_state`, each [batch, frames, hidden];
+`metadata_props`
 describe the model so that no checkpoint is needed at extraction time.
 """
 
@@ -18,14 +19,11 @@ import numpy as np
 from .chunking import FrameGrid
 from .errors import W2VEmbedError
 from .graphcut import cut_model, read_metadata
+from .layers import LAST, Layer, depth, output_name
 
 INPUT_NAMES = ("input_values", "lengths")
 METADATA_PREFIX = "w2v_embed."
 MODELS_DIR = Path("models")
-
-
-def output_name(layer: int) -> str:
-    return f"hidden_state_{layer}"
 
 
 @dataclass(frozen=True)
@@ -173,13 +171,26 @@ class OnnxModel:
         self.sessions[upto] = session
         return session
 
-    def run(self, input_values: np.ndarray, lengths: np.ndarray, layers: Sequence[int]) -> dict[int, np.ndarray]:
+    def run(self, input_values: np.ndarray, lengths: np.ndarray, layers: Sequence[Layer]) -> dict[Layer, np.ndarray]:
         """Hidden states [batch, frames, hidden] for the requested layers, computed no deeper than needed."""
-        if not layers or min(layers) < 0 or max(layers) > self.info.num_layers:
-            raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers}")
-        session = self.prepare(max(layers))
+        numbered = [k for k in layers if k != LAST]
+        if not layers or any(not isinstance(k, int) or not 0 <= k <= self.info.num_layers for k in numbered):
+            raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers} or last")
+        session = self.prepare(depth(layers, self.info.num_layers))
         feeds = {
             "input_values": np.ascontiguousarray(input_values, dtype=np.float32),
             "lengths": np.asarray(lengths, dtype=np.int64),
         }
-        return dict(zip(layers, session.run([output_name(k) for k in layers], feeds)))
+        return dict(zip(layers, session.run([self._output(k, session) for k in layers], feeds)))
+
+    def _output(self, layer: Layer, session: object) -> str:
+        """Models exported before `last_hidden_state` existed have it only where it equals layer L."""
+        name = output_name(layer)
+        if layer != LAST or name in {o.name for o in session.get_outputs()}:
+            return name
+        if not self.info.do_stable_layer_norm:
+            return output_name(self.info.num_layers)
+        raise W2VEmbedError(
+            f"{self.path}: exported by w2v-embed {self.info.exporter_version}, without last_hidden_state "
+            "(for this stable-layer-norm model it differs from layer L); export it again"
+        )

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .errors import W2VEmbedError
+from .layers import LAST, Layer, dataset_name, from_text
 
 try:  # POSIX only; without it (Windows) runs are not protected against a second writer
     import fcntl
@@ -62,7 +63,7 @@ class RunInfo:
 
     model: str
     model_sha256: str
-    layers: tuple[int, ...]
+    layers: tuple[Layer, ...]  # numbered layers, then "last" (last_hidden_state)
     pooling: str  # "mean" | "max" | "meanstd" | "none"
     hidden_size: int
     dtype: str = "float32"
@@ -86,8 +87,9 @@ class RunInfo:
             raise W2VEmbedError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
         if self.dtype not in DTYPES:
             raise W2VEmbedError(f"dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise W2VEmbedError(f"layers {list(self.layers)}: expected distinct layer numbers >= 0")
+        valid = all(k == LAST or (isinstance(k, int) and k >= 0) for k in self.layers)
+        if not self.layers or len(set(self.layers)) != len(self.layers) or not valid:
+            raise W2VEmbedError(f"layers {list(self.layers)}: expected distinct layer numbers >= 0 or 'last'")
         if self.hidden_size < 1:
             raise W2VEmbedError(f"hidden size {self.hidden_size}: expected a positive number")
 
@@ -103,7 +105,7 @@ class RunInfo:
             if key not in known:
                 continue
             if key == "layers":
-                kwargs[key] = tuple(int(v) for v in np.atleast_1d(value))
+                kwargs[key] = tuple(from_text(v) for v in np.atleast_1d(value))
             elif isinstance(value, bytes):
                 kwargs[key] = value.decode()
             elif isinstance(value, np.generic):
@@ -121,7 +123,7 @@ class RunInfo:
             "frame_rate": float(self.frame_rate),
             "frame_center_offset": float(self.frame_center_offset),
             "pooling": self.pooling,
-            "layers": np.asarray(self.layers, dtype=np.int64),
+            "layers": np.asarray([str(k) for k in self.layers], dtype=_STR),
             "hidden_size": np.int64(self.hidden_size),
             "w2v_embed_version": __version__,
             "chunk_seconds": float(self.chunk_seconds),
@@ -473,7 +475,7 @@ def _attr_str(value: Any) -> str | None:
 def _stored_info(f: h5py.File) -> RunInfo:
     attrs = dict(f.attrs)
     if "hidden_size" not in attrs:  # not written by every producer of the format: infer it
-        first = f[f"layer_{int(np.atleast_1d(attrs['layers'])[0])}"]
+        first = f[dataset_name(from_text(np.atleast_1d(attrs["layers"])[0]))]
         attrs["hidden_size"] = first.shape[1] // (2 if _attr_str(attrs.get("pooling")) == "meanstd" else 1)
     try:
         return RunInfo.from_dict(attrs)
@@ -525,7 +527,7 @@ def _create_layout(
     if info.frame_level:
         create("offsets", (rows + 1,), np.int64)
     for layer in info.layers:
-        create(f"layer_{layer}", (frames if info.frame_level else rows, info.width), info.dtype)
+        create(dataset_name(layer), (frames if info.frame_level else rows, info.width), info.dtype)
     names = create("failed/paths", (len(failures),), _STR)
     errors = create("failed/errors", (len(failures),), _STR)
     if failures:
@@ -548,9 +550,9 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
         for layer in info.layers:
             if entries and info.frame_level:  # file by file: no concatenated copy of long files' frames
                 for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
-                    f[f"layer_{layer}"][start:stop] = entry.features[layer]
+                    f[dataset_name(layer)][start:stop] = entry.features[layer]
             elif entries:
-                f[f"layer_{layer}"][:] = np.stack([e.features[layer] for e in entries])
+                f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
 
 
 # -- merging ---------------------------------------------------------------------------------------
@@ -614,12 +616,12 @@ def _merge(paths: list[Path], out: Path, info: RunInfo) -> None:
                     if source.offsets is not None:
                         fa, fb = int(source.offsets[a]), int(source.offsets[b])
                         for layer in info.layers:
-                            _copy(src[f"layer_{layer}"], f[f"layer_{layer}"], fa, fb, frame)
+                            _copy(src[dataset_name(layer)], f[dataset_name(layer)], fa, fb, frame)
                         f["offsets"][row + 1 : row + 1 + b - a] = frame + source.offsets[a + 1 : b + 1] - fa
                         frame += fb - fa
                     else:
                         for layer in info.layers:
-                            _copy(src[f"layer_{layer}"], f[f"layer_{layer}"], a, b, row)
+                            _copy(src[dataset_name(layer)], f[dataset_name(layer)], a, b, row)
                     row += b - a
         if info.frame_level:
             f["offsets"][0] = 0
@@ -637,18 +639,22 @@ def _open_finished(path: str | Path) -> h5py.File:
     return _open_output(path, "give the .h5 file that `w2v-embed extract` wrote")
 
 
-def load(path: str | Path, layer: int | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
+def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
     """Features in one line: pooled → (paths, array (files, dim)); frame-level → {path: (frames, dim)}.
 
-    `layer=None` picks the last stored layer. Arrays keep the storage dtype (float16 stays float16).
+    `layer` is a number (transformers' hidden_states numbering) or "last" (last_hidden_state); None
+    picks "last" when stored, else the deepest stored layer. Arrays keep the storage dtype.
     """
     with _open_finished(path) as f:
-        layers = [int(k) for k in np.atleast_1d(f.attrs["layers"])]
-        chosen = layers[-1] if layer is None else int(layer)
+        layers = [from_text(k) for k in np.atleast_1d(f.attrs["layers"])]
+        try:
+            chosen = layers[-1] if layer is None else from_text(layer)
+        except ValueError:
+            chosen = layer
         if chosen not in layers:
             raise W2VEmbedError(f"{path}: layer {chosen} is not stored; stored layers: {', '.join(map(str, layers))}")
         paths = _read_strings(f["paths"])
-        data = f[f"layer_{chosen}"][()]
+        data = f[dataset_name(chosen)][()]
         if _attr_str(f.attrs.get("pooling")) != "none":
             return paths, data
         offsets = f["offsets"][()]

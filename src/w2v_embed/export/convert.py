@@ -15,7 +15,8 @@ from pathlib import Path
 from .. import __version__
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
 from ..errors import UsageError
-from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo, output_name
+from ..layers import LAST, output_name
+from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
 from .verify import VerificationError, VerificationReport, verify, verify_quantized
 
 
@@ -78,7 +79,7 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
 
     wrapper = ExportableWav2Vec2(reference).eval()
     num_layers = wrapper.num_layers
-    outputs = [output_name(k) for k in range(num_layers + 1)]
+    outputs = [output_name(k) for k in (*range(num_layers + 1), LAST)]
     dummy = (torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64))
     axes = {"input_values": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
     axes.update({name: {0: "batch", 1: "frames"} for name in outputs})

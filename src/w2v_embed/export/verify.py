@@ -11,6 +11,7 @@ import numpy as np
 
 from ..batching import pad_batch
 from ..errors import W2VEmbedError
+from ..layers import LAST, Layer
 from ..runtime import OnnxModel
 
 # Lengths in samples: short, odd, a few seconds; the last three also run as one padded batch.
@@ -20,7 +21,7 @@ BATCH_LENGTHS = (40_000, 9_999, 23_456)
 
 @dataclass(frozen=True)
 class LayerReport:
-    layer: int
+    layer: Layer
     max_abs_diff: float
     min_cosine: float
 
@@ -69,17 +70,19 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(-1) / np.maximum(denom, 1e-30)
 
 
-def reference_hidden_states(model: Any, samples: np.ndarray) -> list[np.ndarray]:
-    """transformers' own hidden states for one unpadded row: a list of [frames, hidden]."""
+def reference_hidden_states(model: Any, samples: np.ndarray) -> dict[Layer, np.ndarray]:
+    """transformers' own outputs for one unpadded row: {k: hidden_states[k], 'last': last_hidden_state}, [frames, hidden]."""
     import torch
 
     with torch.no_grad():
         out = model(torch.from_numpy(samples[None].astype(np.float32)), output_hidden_states=True)
-    return [h[0].numpy() for h in out.hidden_states]
+    states: dict[Layer, np.ndarray] = {k: h[0].numpy() for k, h in enumerate(out.hidden_states)}
+    states[LAST] = out.last_hidden_state[0].numpy()
+    return states
 
 
 def compare(
-    reference: Callable[[np.ndarray], list[np.ndarray]],
+    reference: Callable[[np.ndarray], dict[Layer, np.ndarray]],
     onnx_path: Path,
     tolerance: float | None = None,
     min_cosine: float | None = None,
@@ -88,10 +91,10 @@ def compare(
     """Each row alone through `reference` vs. rows alone and in one padded batch through ONNX Runtime."""
     rng = np.random.default_rng(seed)
     onnx_model = OnnxModel(onnx_path, device="cpu")
-    layers = list(range(onnx_model.info.num_layers + 1))
+    layers: list[Layer] = [*range(onnx_model.info.num_layers + 1), LAST]
     worst = {k: (0.0, 1.0) for k in layers}
 
-    def record(got: dict[int, np.ndarray], row: int, ref: list[np.ndarray]) -> None:
+    def record(got: dict[Layer, np.ndarray], row: int, ref: dict[Layer, np.ndarray]) -> None:
         frames = ref[0].shape[0]
         for k in layers:
             ours = got[k][row, :frames]
@@ -118,10 +121,10 @@ def verify(reference: Any, onnx_path: Path, tolerance: float = 1e-4) -> Verifica
 def verify_quantized(fp32_path: Path, candidate: Path, min_cosine: float) -> VerificationReport:
     """A reduced-precision model against the verified float32 one: cosine per layer, not max |diff|."""
     fp32 = OnnxModel(fp32_path, device="cpu")
-    layers = list(range(fp32.info.num_layers + 1))
+    layers: list[Layer] = [*range(fp32.info.num_layers + 1), LAST]
 
-    def reference(x: np.ndarray) -> list[np.ndarray]:
+    def reference(x: np.ndarray) -> dict[Layer, np.ndarray]:
         out = fp32.run(x[None], np.array([len(x)]), layers)
-        return [out[k][0] for k in layers]
+        return {k: out[k][0] for k in layers}
 
     return compare(reference, candidate, min_cosine=min_cosine)

@@ -66,18 +66,18 @@ def normalized_first_conv(
 
 
 class ExportableWav2Vec2(nn.Module):
-    """Wraps a transformers Wav2Vec2Model; forward(input_values, lengths) -> hidden states 0..num_layers.
+    """Wraps a transformers Wav2Vec2Model; forward(input_values, lengths) -> hidden states 0..L, last_hidden_state.
 
     Hidden state k follows transformers' numbering: 0 is the input to the first transformer layer,
     k the output of layer k (for stable-layer-norm models without the encoder's final LayerNorm,
-    which transformers 5 applies only to `last_hidden_state`).
+    which transformers 5 applies only to `last_hidden_state`, the extra last output).
 
     A float16 `model` gives a float16 graph with float32 inputs and outputs, except the first conv
     block of group-norm models: its statistics sum over every frame of a chunk, beyond float16's range,
     so its weights are put back to float32 and it runs in float32.
     """
 
-    def __init__(self, model: nn.Module, num_layers: int | None = None) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         config = model.config
         if getattr(config, "add_adapter", False):
@@ -87,7 +87,7 @@ class ExportableWav2Vec2(nn.Module):
         self.strides = list(config.conv_stride)
         self.group_norm = config.feat_extract_norm == "group"
         self.stable = bool(config.do_stable_layer_norm)
-        self.num_layers = config.num_hidden_layers if num_layers is None else num_layers
+        self.num_layers = config.num_hidden_layers
         self.dtype = next(model.parameters()).dtype
         if self.group_norm:
             model.feature_extractor.conv_layers[0].float()
@@ -117,10 +117,11 @@ class ExportableWav2Vec2(nn.Module):
         key_bias = ((1.0 - valid) * torch.finfo(x.dtype).min)[:, None, None, :]
 
         states = [x]
-        for layer in encoder.layers[: self.num_layers]:
+        for layer in encoder.layers:
             x = self._layer(layer, x, key_bias)
             states.append(x)
-        return tuple(state.float() for state in states)
+        last = encoder.layer_norm(x) if self.stable else x
+        return tuple(state.float() for state in (*states, last))
 
     def _layer(self, layer: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         if self.stable:
