@@ -229,3 +229,27 @@ def test_m4a_through_ffmpeg(onnx_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out) as f:
         assert abs(int(f["num_samples"][0]) - 32_000) < 2_000 and f["source_sample_rate"][0] == 44_100
+
+
+def test_default_layer_is_last_hidden_state(onnx_model, reference_model, tmp_path):
+    """`last` (the default) stored as /last_hidden_state beside numbered layers, loaded by default, shown by info."""
+    import torch
+
+    import w2v_embed
+
+    x = np.random.default_rng(11).uniform(-0.5, 0.5, 20_000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, 16_000, subtype="FLOAT")
+    out = tmp_path / "last.h5"
+    proc = cli("extract", str(tmp_path / "a.wav"), "-o", str(out), "-m", str(onnx_model("stable")), "--layers", "2,last")
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        ref = reference_model("stable")(torch.from_numpy(x[None]), output_hidden_states=True)
+    paths, pooled = w2v_embed.load(out)  # default: last
+    np.testing.assert_allclose(pooled[0], ref.last_hidden_state[0].numpy().mean(0), atol=1e-4)
+    _, layer2 = w2v_embed.load(out, layer=2)
+    np.testing.assert_allclose(layer2[0], ref.hidden_states[2][0].numpy().mean(0), atol=1e-4)
+    assert np.abs(layer2 - pooled).max() > 0.01
+    with h5py.File(out) as f:
+        assert list(f.attrs["layers"]) == ["2", "last"] and {"layer_2", "last_hidden_state"} <= set(f)
+    shown = cli("info", str(out)).stdout
+    assert "'2', 'last'" in shown or "2, last" in shown, shown

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import VARIANTS, make_checkpoint, reference_states
+from w2v_embed.batching import pad_batch
 from w2v_embed.errors import W2VEmbedError
 from w2v_embed.export import ExportOptions, export_model
 from w2v_embed.export.verify import cosine_rows
@@ -196,3 +197,47 @@ def test_int8_export_that_loses_accuracy_is_refused(checkpoint_dir, tmp_path):
     with pytest.raises(W2VEmbedError, match="int8 accuracy check failed"):
         export_model(str(checkpoint_dir("stable")), ExportOptions(output=out, quantize="int8", min_cosine=1.000001))
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def _reference_last(model, signals: list[np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        return [model(torch.from_numpy(x[None])).last_hidden_state[0].numpy() for x in signals]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_last_is_last_hidden_state_alone_and_padded(variant, onnx_model, reference_model):
+    model = OnnxModel(onnx_model(variant), device="cpu")
+    rng = np.random.default_rng(5)
+    signals = [rng.standard_normal(n).astype(np.float32) for n in (24_000, 5_555, 16_000)]
+    expected = _reference_last(reference_model(variant), signals)
+    batch, lengths = pad_batch(signals)
+    together = model.run(batch, lengths, ["last"])["last"]
+    top = model.info.num_layers
+    for i, (x, ref) in enumerate(zip(signals, expected)):
+        alone = model.run(x[None], np.array([len(x)]), [top, "last"])
+        assert np.abs(alone["last"][0] - ref).max() <= 1e-4
+        assert np.abs(together[i, : len(ref)] - ref).max() <= 1e-4
+        gap = np.abs(alone[top][0] - alone["last"][0]).max()
+        # Post-norm: layer L is last_hidden_state; stable: L is before the encoder's final LayerNorm.
+        assert gap == 0.0 if variant == "group" else gap > 0.1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_models_exported_without_last_output(variant, onnx_model, tmp_path):
+    """Models from before `last_hidden_state` existed: fine where it equals layer L, else one clear error."""
+    from w2v_embed.graphcut import cut_model
+
+    source = onnx_model(variant)
+    layers = [f"hidden_state_{k}" for k in range(OnnxModel(source, device="cpu").info.num_layers + 1)]
+    old = tmp_path / "old.onnx"
+    old.write_bytes(cut_model(source.read_bytes(), layers))
+    model = OnnxModel(old, device="cpu")
+    x = np.random.default_rng(6).standard_normal((1, 8_000)).astype(np.float32)
+    if variant == "group":
+        got = model.run(x, [8_000], ["last"])["last"]
+        np.testing.assert_array_equal(got, OnnxModel(source, device="cpu").run(x, [8_000], ["last"])["last"])
+    else:
+        with pytest.raises(W2VEmbedError, match="export it again"):
+            model.run(x, [8_000], ["last"])

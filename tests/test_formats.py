@@ -3,7 +3,8 @@
 The fixtures (scripts/make_format_fixtures.py, transformers 4.x) carry the Flax/TF models' own hidden
 states. transformers 4.x returned, for stable-layer-norm models, the last hidden state after the
 encoder's final LayerNorm (transformers 5, our reference, returns it before), so that layer is
-compared after applying the same LayerNorm.
+compared after applying the same LayerNorm; `last` must equal the Flax/TF model's own
+`last_hidden_state` as it is.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def test_export_reproduces_flax_and_tf_hidden_states(fixture, tmp_path):
     layers = list(range(config["num_hidden_layers"] + 1))
     for row, _ in enumerate(reference["lengths"]):
         x = reference[f"row{row}_input_values"]
-        got = model.run(x[None], np.array([len(x)]), layers)
+        got = model.run(x[None], np.array([len(x)]), [*layers, "last"])
+        assert np.abs(got["last"][0] - reference[f"row{row}_last_hidden_state"]).max() <= 1e-4, (fixture, row)
         for k in layers:
             ours, ref = got[k][0], reference[f"row{row}_hidden_state_{k}"]
             if k == layers[-1] and config["do_stable_layer_norm"]:
