@@ -49,7 +49,7 @@ def export(
     source: Annotated[str, typer.Argument(help="Checkpoint folder, or a hub id like flax-community/wav2vec2-german.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write (default: models/NAME.onnx).")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
-    subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder.")] = None,
+    subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder [default: the root, or the one sub-folder with weights].")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
@@ -78,7 +78,7 @@ def _export(source: str, options: object) -> None:
 
     err.print(f"exporting {source} …")
     try:
-        result = export_model(source, options)
+        result = export_model(source, options, notify=lambda note: err.print(f"[cyan]note:[/] {note}", highlight=False))
     except VerificationError as exc:
         _print_report(exc.report)
         raise
@@ -86,8 +86,9 @@ def _export(source: str, options: object) -> None:
         if report is not None:
             _print_report(report)
     info = result.info
+    data = f" + {info.external_data}" if info.external_data else ""
     out.print(
-        f"[green]wrote {result.path}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
+        f"[green]wrote {result.path}{data}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
         f"hidden {info.hidden_size}, {info.precision}, {result.seconds:.1f} s)"
     )
 
@@ -115,7 +116,7 @@ def extract(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Audio files and folders.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write.")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
-    layers: Annotated[str, typer.Option(help="Layers: 'last', 'all' or e.g. 6,12 (0 = input to the first transformer layer).")] = "last",
+    layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,

@@ -43,6 +43,9 @@ class ModelInfo:
     exporter_version: str
     weights_sha256: str
     sample_rate: int = 16000
+    subfolder: str = ""  # where in the source repository the weights were
+    external_data: str = ""  # file beside the .onnx with the weights (models over 2 GB); "" = inline
+    external_data_tag: str = ""  # the data file's last bytes: proves it belongs to this .onnx
     precision: str = "float32"  # float32 | int8 (MatMul weights quantized) | float16 (for CUDA)
 
     @property
@@ -123,6 +126,28 @@ def default_model_path() -> Path:
     raise W2VEmbedError(f"several models under models/ ({names}); pick one with -m or $W2V_EMBED_MODEL")
 
 
+def check_external_data(path: Path, info: ModelInfo) -> None:
+    """A model over 2 GB keeps its weights in a data file beside it, which must be whole and its own."""
+    if not info.external_data:
+        return
+    data = path.parent / info.external_data
+    tag = info.external_data_tag.encode()
+    try:
+        with open(data, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(size - len(tag), 0))
+            ok = fh.read() == tag
+    except FileNotFoundError as exc:
+        raise W2VEmbedError(
+            f"{path}: its weights file {data.name} is missing; keep (and move) both files together"
+        ) from exc
+    if not ok:
+        raise W2VEmbedError(
+            f"{path}: its weights file {data.name} is truncated or belongs to another export; "
+            "copy both files again, or export the model again"
+        )
+
+
 class OnnxModel:
     """An exported wav2vec2 model; one ONNX Runtime session per depth, so `--layers 6` stops at layer 6."""
 
@@ -137,6 +162,7 @@ class OnnxModel:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
         except ValueError as exc:
             raise W2VEmbedError(f"{self.path}: not an ONNX model ({exc})") from exc
+        check_external_data(self.path, self.info)
         self.sessions: dict[int, object] = {}
 
     @property
@@ -162,6 +188,10 @@ class OnnxModel:
             model: str | bytes = str(self.path)
         else:
             model = cut_model(self.path.read_bytes(), [output_name(k) for k in range(upto + 1)])
+            # A model loaded from bytes finds its external data file only when told where it lives.
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(self.path.resolve().parent)
+            )
         try:
             session = ort.InferenceSession(model, options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import W2VEmbedError
-from .weights import WEIGHT_FILES, find_weights, read_state_dict
+from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights, read_state_dict
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2",)
 # Keys of Wav2Vec2Model that inference never reads; checkpoints may lack them.
@@ -34,6 +35,17 @@ def require_export_extra(module: str) -> Any:
         ) from exc
 
 
+# Config fields that change the network; a root config.json that differs in one of them from the one
+# saved beside the weights is worth a note (the one beside the weights is what they were trained with).
+ARCHITECTURE_FIELDS = (
+    "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "feat_extract_activation",
+    "do_stable_layer_norm", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "layer_norm_eps",
+)
+CONFIG = "config.json"
+PREPROCESSOR = "preprocessor_config.json"
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A checkpoint on local disk, with where it came from."""
@@ -42,16 +54,19 @@ class Checkpoint:
     source: str
     revision: str | None
     weights: list[Path]
+    subfolder: str = ""  # where in the repository (or folder) the weights are; "" = its root
+    preprocessor: Path | None = None  # beside the weights, else the repository root's
+    notes: tuple[str, ...] = ()  # what the user should be told: a folder found for them, a differing config
 
     @property
     def config(self) -> dict[str, Any]:
-        return _read_json(self.folder / "config.json")
+        return _read_json(self.folder / CONFIG)
 
     @property
     def do_normalize(self) -> bool:
         """From preprocessor_config.json; transformers' feature extractor defaults to True."""
-        path = self.folder / "preprocessor_config.json"
-        return bool(_read_json(path).get("do_normalize", True)) if path.exists() else True
+        path = self.preprocessor
+        return bool(_read_json(path).get("do_normalize", True)) if path is not None and path.exists() else True
 
     def weights_sha256(self) -> str:
         digest = hashlib.sha256()
@@ -71,59 +86,169 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise W2VEmbedError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def weight_folders(files: Iterable[str], under: str = "") -> list[str]:
+    """Folders of a repository listing ('a/b/file' paths) below `under` that hold config.json and weights.
+
+    Pretraining scripts save into an output folder, so published repositories often keep the weights
+    in a sub-folder beside the training scripts (flax-community/wav2vec2-german: `german-1st/`).
+    """
+    names: dict[str, set[str]] = {}
+    for file in files:
+        folder, _, name = file.strip("/").rpartition("/")
+        names.setdefault(folder, set()).add(name)
+    weights = {*WEIGHT_FILES, *(f"{n}{INDEX_SUFFIX}" for n in WEIGHT_FILES)}
+    prefix = under.strip("/") + "/" if under.strip("/") else ""
+    return sorted(
+        folder for folder, found in names.items()
+        if folder.startswith(prefix) and folder != under.strip("/") and CONFIG in found and found & weights
+    )
+
+
+def local_files(root: Path) -> list[str]:
+    """Every file below `root` as a relative 'a/b/file' path, hidden folders (.git) skipped."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        out.extend((rel / f).as_posix() for f in files)
+    return out
+
+
+def _pick_folder(candidates: list[str], where: str) -> str:
+    if len(candidates) > 1:
+        raise W2VEmbedError(
+            f"{where}: no weights here, but several sub-folders hold a checkpoint ({', '.join(candidates)}); "
+            "pick one with --subfolder"
+        )
+    return candidates[0]
+
+
+def _notes(found: str, root_config: Path, config: Path) -> tuple[str, ...]:
+    notes = [f"using the weights in sub-folder {found}/ (none at the folder asked for; --subfolder picks another)"]
+    root, used = _read_json(root_config), _read_json(config)
+    differ = [k for k in ARCHITECTURE_FIELDS if k in root and root.get(k) != used.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {root[k]!r} vs {used.get(k)!r}" for k in differ)
+        notes.append(f"the root config.json differs from {found}/config.json ({shown}); using the one beside the weights")
+    return tuple(notes)
+
+
+def _subfolder(*parts: str | None) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
 def resolve(
     source: str, revision: str | None = None, subfolder: str | None = None, cache_dir: str | None = None
 ) -> Checkpoint:
-    """A local folder is used as is; anything else is taken as a hub id and downloaded (or read from cache)."""
+    """A local folder is used as is; anything else is taken as a hub id and downloaded (or read from cache).
+
+    When the folder asked for has config.json but no weights, the one sub-folder below it that holds
+    both is used (several: an error listing them).
+    """
     local = Path(source) / (subfolder or "")
     if local.is_dir():
-        if not (local / "config.json").exists():
+        if not (local / CONFIG).exists():
             raise W2VEmbedError(f"{local}: no config.json here; is this a wav2vec2 checkpoint folder?")
-        return Checkpoint(local, source, revision, find_weights(local))
+        preprocessor = local / PREPROCESSOR
+        try:
+            weights = find_weights(local)
+        except W2VEmbedError:
+            candidates = weight_folders(local_files(local))
+            if not candidates:
+                raise
+            found = _pick_folder(candidates, str(local))
+            folder = local / found
+            own = folder / PREPROCESSOR
+            return Checkpoint(
+                folder, source, revision, find_weights(folder), _subfolder(subfolder, found),
+                own if own.exists() else preprocessor, _notes(found, local / CONFIG, folder / CONFIG),
+            )
+        return Checkpoint(local, source, revision, weights, _subfolder(subfolder), preprocessor)
     if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
         raise W2VEmbedError(f"{source}: not a checkpoint folder (and not a hub id like owner/name)")
-    return _download(source, revision, subfolder, cache_dir)
+    return _Hub(source, revision, cache_dir).checkpoint(_subfolder(subfolder))
 
 
-def _download(repo_id: str, revision: str | None, subfolder: str | None, cache_dir: str | None) -> Checkpoint:
-    """Fetch config, preprocessor config and the first weights format the repo has."""
-    hub = require_export_extra("huggingface_hub")
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+class _Hub:
+    """Files of one hub repository at one revision, through huggingface_hub (its cache when offline)."""
 
-    def fetch(name: str) -> Path:
-        return Path(
-            hub.hf_hub_download(repo_id, name, subfolder=subfolder, revision=revision, cache_dir=cache_dir)
-        )
+    def __init__(self, repo_id: str, revision: str | None, cache_dir: str | None) -> None:
+        self.hub = require_export_extra("huggingface_hub")
+        from huggingface_hub import errors
 
-    try:
-        config = fetch("config.json")
-    except LocalEntryNotFoundError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
-        raise W2VEmbedError(
-            f"cannot download {repo_id}: {why} and it is not in the local cache; "
-            "download the checkpoint elsewhere and pass its folder instead: w2v-embed export path/to/checkpoint"
-        ) from exc
-    except (RepositoryNotFoundError, EntryNotFoundError) as exc:
-        raise W2VEmbedError(f"{repo_id}: no such model repository (or no config.json in it) on the hub") from exc
-    folder = config.parent
-    for optional in ("preprocessor_config.json",):
+        self.missing = (errors.EntryNotFoundError, errors.LocalEntryNotFoundError)
+        self.repo_id, self.revision, self.cache_dir = repo_id, revision, cache_dir
+
+    def fetch(self, name: str, subfolder: str) -> Path:
+        return Path(self.hub.hf_hub_download(
+            self.repo_id, name, subfolder=subfolder or None, revision=self.revision, cache_dir=self.cache_dir
+        ))
+
+    def optional(self, name: str, subfolder: str) -> Path | None:
         try:
-            fetch(optional)
-        except (EntryNotFoundError, LocalEntryNotFoundError):
-            pass
-    for name in WEIGHT_FILES:
-        for candidate in (f"{name}.index.json", name):
+            return self.fetch(name, subfolder)
+        except self.missing:
+            return None
+
+    def weights(self, subfolder: str) -> Path | None:
+        """Fetch the first weights format present (all shards of a sharded one); its folder, or None."""
+        for name in WEIGHT_FILES:
+            for candidate in (f"{name}{INDEX_SUFFIX}", name):
+                path = self.optional(candidate, subfolder)
+                if path is None:
+                    continue
+                if candidate.endswith(INDEX_SUFFIX):
+                    for shard in sorted(set(_read_json(path).get("weight_map", {}).values())):
+                        self.fetch(shard, subfolder)
+                return path.parent
+        return None
+
+    def files(self, snapshot: Path) -> list[str]:
+        """The repository's file listing at the revision; offline (or unreachable), the cached snapshot's."""
+        from huggingface_hub import constants
+
+        if not constants.HF_HUB_OFFLINE:
             try:
-                path = fetch(candidate)
-            except (EntryNotFoundError, LocalEntryNotFoundError):
-                continue
-            if candidate.endswith(".index.json"):
-                for shard in sorted(set(_read_json(path).get("weight_map", {}).values())):
-                    fetch(shard)
-            snapshot_revision = folder.name if subfolder is None else folder.parent.name
-            return Checkpoint(folder, repo_id, revision or snapshot_revision, find_weights(folder))
-    raise W2VEmbedError(f"{repo_id}: the repository has none of the weights files {', '.join(WEIGHT_FILES)}")
+                return self.hub.HfApi().list_repo_files(self.repo_id, revision=self.revision)
+            except Exception:  # any network or hub failure: the cache is the best we have
+                pass
+        return local_files(snapshot)
+
+    def checkpoint(self, subfolder: str) -> Checkpoint:
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            config = self.fetch(CONFIG, subfolder)
+        except LocalEntryNotFoundError as exc:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+            raise W2VEmbedError(
+                f"cannot download {self.repo_id}: {why} and it is not in the local cache; "
+                "download the checkpoint elsewhere and pass its folder instead: w2v-embed export path/to/checkpoint"
+            ) from exc
+        except (RepositoryNotFoundError, *self.missing) as exc:
+            raise W2VEmbedError(f"{self.repo_id}: no such model repository (or no config.json in it) on the hub") from exc
+        snapshot = config.parents[len(Path(subfolder).parts)] if subfolder else config.parent
+        revision = self.revision or snapshot.name
+        preprocessor = self.optional(PREPROCESSOR, subfolder)
+        folder = self.weights(subfolder)
+        if folder is not None:
+            return Checkpoint(folder, self.repo_id, revision, find_weights(folder), subfolder, preprocessor)
+        candidates = weight_folders(self.files(snapshot), subfolder)
+        if not candidates:
+            raise W2VEmbedError(
+                f"{self.repo_id}: the repository has none of the weights files {', '.join(WEIGHT_FILES)}"
+            )
+        found = _pick_folder(candidates, self.repo_id + (f"/{subfolder}" if subfolder else ""))
+        own_config = self.fetch(CONFIG, found)
+        folder = self.weights(found)
+        if folder is None:
+            raise W2VEmbedError(f"{self.repo_id}/{found}: listed with weights, but they cannot be downloaded")
+        relative = found[len(subfolder):].strip("/")
+        return Checkpoint(
+            folder, self.repo_id, revision, find_weights(folder), found,
+            self.optional(PREPROCESSOR, found) or preprocessor, _notes(relative, config, own_config),
+        )
 
 
 def load_reference_model(checkpoint: Checkpoint) -> Any:

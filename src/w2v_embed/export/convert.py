@@ -1,23 +1,27 @@
 """Convert a wav2vec2 checkpoint into the ONNX model that `extract` runs, and prove it matches.
 
-The export writes to a temporary file beside the target and renames it only after the metadata is
-in and verification passed, so a failed or interrupted export never leaves a half-written model.
+The export writes into a work folder beside the target and moves the model (and its external data
+file, for models over 2 GB) into place only after the metadata is in and verification passed, so a
+failed or interrupted export never leaves a half-written model or pair.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
 from ..errors import UsageError
 from ..layers import LAST, output_name
 from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
-from .verify import VerificationError, VerificationReport, verify, verify_quantized
+from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
+from .quantize import PRECISIONS, reduce_precision
+from .verify import VerificationError, VerificationReport, verify
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class ExportOptions:
     tolerance: float = 1e-4
     quantize: str | None = None  # "int8": dynamic int8 MatMuls for CPU; "fp16": half precision for CUDA
     min_cosine: float = 0.995  # a quantized model must keep at least this cosine to float32 on every layer
+    external_data_bytes: int = EXTERNAL_DATA_BYTES  # weights above this go to NAME.onnx.data (protobuf: 2 GB)
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,12 @@ class ExportResult:
     report: VerificationReport | None
     seconds: float
     quantization: VerificationReport | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        """The .onnx and its external data file, if any."""
+        return model_bytes(self.path)
 
 
 def default_output(source: str) -> Path:
@@ -58,6 +65,7 @@ def model_info(checkpoint: Checkpoint, config: object) -> ModelInfo:
     return ModelInfo(
         source=checkpoint.source,
         revision=checkpoint.revision or "",
+        subfolder=checkpoint.subfolder,
         model_type=config.model_type,
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
@@ -97,83 +105,43 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
         )
 
 
-def add_metadata(path: Path, info: ModelInfo) -> None:
-    onnx = require_export_extra("onnx")
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    model.producer_name = "w2v-embed"
-    model.producer_version = __version__
-    onnx.save(model, str(path))
+def export_model(
+    source: str, options: ExportOptions = ExportOptions(), notify: Callable[[str], None] | None = None
+) -> ExportResult:
+    """Checkpoint (folder or hub id) → verified ONNX model at options.output (+ its .data when large).
 
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of MatMul weights only: convolutions with signed int8 weights ran slower."""
-    require_export_extra("onnx")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # It logs advice on the root logger (pre-processing; the float64 statistics MatMuls it rightly
-    # leaves alone) that is noise to someone running `export`.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-
-
-PRECISIONS = {"int8": "int8", "fp16": "float16"}
-
-
-def export_model(source: str, options: ExportOptions = ExportOptions()) -> ExportResult:
-    """Checkpoint (folder or hub id) → verified ONNX model at options.output."""
+    `notify` receives one-line notes as soon as they are known (e.g. which sub-folder held the weights).
+    """
     started = time.perf_counter()
     if options.quantize is not None and options.quantize not in PRECISIONS:
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir)
+    for note in checkpoint.notes:
+        (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
-    info = model_info(checkpoint, reference.config)
     target = Path(options.output) if options.output else default_output(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     try:
-        write_onnx(reference, tmp, options.opset)
-        add_metadata(tmp, info)
-        report = verify(reference, tmp, options.tolerance) if options.verify else None
+        model = work / target.name
+        (work / "raw").mkdir()
+        write_onnx(reference, work / "raw" / target.name, options.opset)
+        info = finalize(work / "raw" / target.name, model, model_info(checkpoint, reference.config),
+                        options.external_data_bytes)
+        shutil.rmtree(work / "raw")
+        report = verify(reference, model, options.tolerance) if options.verify else None
         if report is not None and not report.ok:
             raise VerificationError(report)
         quantization = None
         if options.quantize:
-            quantization, info = _reduce_precision(tmp, reference, info, options)
-        os.replace(tmp, target)
+            # Casting `reference` to half in place is fine: it is not used afterwards.
+            model, quantization, info = reduce_precision(
+                model, options.quantize, info, lambda path: write_onnx(reference.half(), path, options.opset),
+                options.min_cosine, options.external_data_bytes,
+            )
+        install(model, target)
     finally:
-        tmp.unlink(missing_ok=True)
-    return ExportResult(target, info, report, time.perf_counter() - started, quantization)
-
-
-def _reduce_precision(
-    path: Path, reference: object, info: ModelInfo, options: ExportOptions
-) -> tuple[VerificationReport, ModelInfo]:
-    """Replace the float32 model at `path` by its int8 or float16 form, if it stays close enough to it.
-
-    float16 is a second export of the reference model cast to half (the graph then keeps its own
-    float32 islands, see graph.py); generic ONNX float16 converters round every blocked node's output
-    through float16 anyway. Casting `reference` to half in place is fine: it is not used afterwards.
-    """
-    info = replace(info, precision=PRECISIONS[options.quantize])
-    converted = path.with_name(f"{path.name}.{options.quantize}")
-    try:
-        if options.quantize == "fp16":
-            write_onnx(reference.half(), converted, options.opset)
-        else:
-            quantize_int8(path, converted)
-        add_metadata(converted, info)
-        report = verify_quantized(path, converted, options.min_cosine)
-        if not report.ok:
-            raise VerificationError(report, f"{options.quantize} accuracy check")
-        os.replace(converted, path)
-    finally:
-        converted.unlink(missing_ok=True)
-    return report, info
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportResult(target, info, report, time.perf_counter() - started, quantization, checkpoint.notes)
