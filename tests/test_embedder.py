@@ -93,7 +93,7 @@ def test_parse_layers():
     assert parse_layers("last", 12) == ("last",)
     assert parse_layers("all", 2) == (0, 1, 2)
     assert parse_layers("12, 6,6", 12) == (6, 12)
-    assert parse_layers("last,6,all", 2) == (0, 1, 2, "last")
+    assert parse_layers("last,2,all", 2) == (0, 1, 2, "last")
     assert parse_layers([-1, "last"], 12) == (12, "last")
     for bad in ("13", "x", "", "last6"):
         with pytest.raises(UsageError):

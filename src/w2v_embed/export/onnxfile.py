@@ -55,6 +55,7 @@ def finalize(produced: Path, model: Path, info: ModelInfo, threshold: int = EXTE
         tag = secrets.token_hex(TAG_BYTES)
         with open(data, "ab") as fh:
             fh.write(tag.encode())
+        os.chmod(data, model.stat().st_mode & 0o777)  # onnx creates it private; share it like the .onnx
         info = replace(info, external_data=data.name, external_data_tag=tag)
         proto = onnx.load(str(model), load_external_data=False)
     else:
