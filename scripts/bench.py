@@ -7,6 +7,7 @@ its peak RSS is its own. A benchmark, not a test: numbers go to README's perform
 
     python scripts/bench.py                      # base, 2 threads
     python scripts/bench.py --sizes base large --files 200 --long-hours 2
+    python scripts/bench.py --sizes xlsr-1b --files 0 --repeats 2 --time-export
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ SIZES = {
     "base": dict(),
     "large": dict(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+    ),
+    # XLS-R 1B / 2B and MMS-1B: over protobuf's 2 GB in float32, so exported with external data.
+    "xlsr-1b": dict(
+        hidden_size=1280, num_hidden_layers=48, num_attention_heads=16, intermediate_size=5120,
+        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+    ),
+    "xlsr-2b": dict(
+        hidden_size=1920, num_hidden_layers=48, num_attention_heads=16, intermediate_size=7680,
         feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
     ),
 }
@@ -69,6 +79,22 @@ def child(kind: str, args: dict) -> dict:
     """One measurement in this process; returns seconds of audio per wall second and peak RSS."""
     import numpy as np
 
+    if kind == "checkpoint":
+        import torch
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        torch.manual_seed(0)
+        Wav2Vec2Model(Wav2Vec2Config(**SIZES[args["size"]])).save_pretrained(args["checkpoint"])
+        return dict(rss=_peak_rss())
+    if kind == "export":
+        from w2v_embed.export import ExportOptions, export_model
+
+        started = time.perf_counter()
+        options = ExportOptions(output=Path(args["output"]), verify=args["verify"], quantize=args["quantize"])
+        result = export_model(args["checkpoint"], options)
+        worst = result.report.max_abs_diff if result.report else None
+        return dict(seconds=time.perf_counter() - started, rss=_peak_rss(), bytes=result.size_bytes,
+                    path=str(result.path), max_abs_diff=worst)
     threads = args["threads"]
     rng = np.random.default_rng(0)
     clip = rng.standard_normal(int(args["clip_seconds"] * 16_000)).astype(np.float32)
@@ -155,20 +181,15 @@ def run_child(kind: str, args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def make_model(size: str, workdir: Path, quantize: str | None = None) -> tuple[Path, Path, dict]:
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    from w2v_embed.export import ExportOptions, export_model
-
-    config = SIZES[size]
+def make_model(size: str, workdir: Path, quantize: str | None = None, verify: bool = False) -> tuple[Path, dict, dict]:
+    """Random-weight checkpoint and its export, each in a process of its own; returns the export's measurements."""
     checkpoint = workdir / f"{size}-checkpoint"
     if not checkpoint.exists():
-        torch.manual_seed(0)
-        Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(checkpoint)
+        run_child("checkpoint", {"size": size, "checkpoint": str(checkpoint), "threads": 2})
     output = workdir / f"{size}{'-' + quantize if quantize else ''}.onnx"
-    result = export_model(str(checkpoint), ExportOptions(output=output, verify=False, quantize=quantize))
-    return checkpoint, result.path, config
+    result = run_child("export", {"checkpoint": str(checkpoint), "output": str(output), "verify": verify,
+                                  "quantize": quantize, "threads": 2})
+    return checkpoint, result, SIZES[size]
 
 
 def make_corpus(folder: Path, files: int, seed: int = 0) -> float:
@@ -215,6 +236,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size, with the first model (0 skips)")
     parser.add_argument("--int8", action="store_true", help="also time the --quantize int8 export, model-only")
+    parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--workdir", type=Path, default=None)
     opts = parser.parse_args()
@@ -231,14 +253,19 @@ def main() -> None:
             checkpoint, model, config = None, opts.model, None
             label = opts.model.name
         else:
-            checkpoint, model, config = make_model(size, workdir)
-            label = size
+            checkpoint, exported, config = make_model(size, workdir, verify=opts.time_export)
+            model, label = Path(exported["path"]), size
+            if opts.time_export:
+                rows.append((label, f"export + verification: {exported['seconds']:.0f} s, {exported['bytes'] / 1e9:.2f} GB "
+                             f"(max diff {exported['max_abs_diff']:.1e})", float("nan"), float("nan"), float("nan"),
+                             exported["rss"], float("nan")))
+                print(f"# {label}: export: {exported}", flush=True)
         base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                     model=str(model), checkpoint=str(checkpoint), workdir=str(workdir), corpus=str(workdir / "corpus"))
         torch_rt = None
         plan = [("onnx", "w2v-embed model-only, all layers", None), ("onnx-layer6", "w2v-embed model-only, --layers 6", 6)]
         if opts.int8 and checkpoint:
-            int8 = str(make_model(size, workdir, "int8")[1])
+            int8 = make_model(size, workdir, "int8")[1]["path"]
             plan += [("onnx", "w2v-embed int8 model-only, all layers", None, int8),
                      ("onnx-layer6", "w2v-embed int8 model-only, --layers 6", 6, int8)]
         if checkpoint:

@@ -47,18 +47,16 @@ def finalize(produced: Path, model: Path, info: ModelInfo, threshold: int = EXTE
     (+ `model`.data when its weights exceed `threshold` bytes) with `info` as metadata; returns the
     info that was written (it names the data file and its tag)."""
     onnx = require_export_extra("onnx")
-    proto = onnx.load(str(produced))  # external tensors, if any, are read in too
+    from onnx import external_data_helper
+
+    proto = onnx.load(str(produced), load_external_data=False)
     data = data_path(model)
-    data.unlink(missing_ok=True)  # onnx appends to an existing data file
     if initializer_bytes(proto) > threshold:
-        onnx.save_model(proto, str(model), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
         tag = secrets.token_hex(TAG_BYTES)
-        with open(data, "ab") as fh:
-            fh.write(tag.encode())
-        os.chmod(data, model.stat().st_mode & 0o777)  # onnx creates it private; share it like the .onnx
+        _write_external(proto, produced.parent, data, tag)
         info = replace(info, external_data=data.name, external_data_tag=tag)
-        proto = onnx.load(str(model), load_external_data=False)
     else:
+        external_data_helper.load_external_data_for_model(proto, str(produced.parent))
         info = replace(info, external_data="", external_data_tag="")
     del proto.metadata_props[:]
     for key, value in info.to_metadata().items():
@@ -67,6 +65,32 @@ def finalize(produced: Path, model: Path, info: ModelInfo, threshold: int = EXTE
     proto.producer_version = __version__
     onnx.save_model(proto, str(model))
     return info
+
+
+def _write_external(proto: Any, base: Path, data: Path, tag: str) -> None:
+    """Move every sizeable tensor into one data file, one tensor in memory at a time (a 2B model's
+    weights are 8.6 GB: holding them all again beside the reference model would not fit)."""
+    from onnx import TensorProto, external_data_helper
+
+    with open(data, "wb") as out:
+        for tensor in proto.graph.initializer:
+            if external_data_helper.uses_external_data(tensor):
+                where = {e.key: e.value for e in tensor.external_data}
+                with open(base / where["location"], "rb") as src:
+                    src.seek(int(where.get("offset", 0)))
+                    blob = src.read(int(where["length"])) if "length" in where else src.read()
+            elif len(tensor.raw_data) >= 1024:
+                blob = tensor.raw_data
+            else:
+                continue  # small or typed tensors stay inline
+            offset = out.tell()
+            out.write(blob)
+            del tensor.external_data[:]
+            tensor.ClearField("raw_data")
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(len(blob)))):
+                tensor.external_data.add(key=key, value=value)
+        out.write(tag.encode())
 
 
 def install(model: Path, target: Path) -> None:
