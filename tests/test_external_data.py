@@ -118,3 +118,18 @@ def test_interrupted_export_leaves_nothing(checkpoint_dir, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         export_model(str(checkpoint_dir("stable")), ExportOptions(output=tmp_path / "big.onnx", **EXTERNAL))
     assert os.listdir(tmp_path) == []
+
+
+def test_initializer_bytes_counts_external_tensors_without_a_length(pair):
+    """torch's own >2 GB export writes external entries without `length`: they must still count."""
+    import onnx
+
+    from w2v_embed.export.onnxfile import initializer_bytes
+
+    proto = onnx.load(str(pair.path), load_external_data=False)
+    total = initializer_bytes(proto)
+    for tensor in proto.graph.initializer:
+        kept = [e for e in tensor.external_data if e.key != "length"]
+        del tensor.external_data[:]
+        tensor.external_data.extend(kept)
+    assert initializer_bytes(proto) == total >= (pair.path.parent / "big.onnx.data").stat().st_size - 32
