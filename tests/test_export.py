@@ -111,13 +111,15 @@ def test_config_that_does_not_match_weights(checkpoint_dir, tmp_path):
     _expect_error(folder, tmp_path / "x.onnx", "model.safetensors", "shape")
 
 
-def test_unknown_model_type(checkpoint_dir, tmp_path):
-    folder = tmp_path / "hubert"
+@pytest.mark.parametrize("model_type", ["wav2vec2-conformer", "unispeech-sat", "sew"])
+def test_unknown_model_type(checkpoint_dir, tmp_path, model_type):
+    folder = tmp_path / model_type
     shutil.copytree(checkpoint_dir("group"), folder)
     config = json.loads((folder / "config.json").read_text())
-    config["model_type"] = "hubert"
+    config["model_type"] = model_type
     (folder / "config.json").write_text(json.dumps(config))
-    _expect_error(folder, tmp_path / "x.onnx", "hubert", "not supported")
+    _expect_error(folder, tmp_path / "x.onnx", model_type, "not supported",
+                  "supported: data2vec-audio, hubert, wav2vec2, wavlm")
 
 
 def _hub_cache(root: Path, repo_id: str, checkpoint: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:

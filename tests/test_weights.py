@@ -292,7 +292,7 @@ def test_file_without_encoder_weights(tmp_path):
     from safetensors.numpy import save_file
 
     save_file({"lm_head.weight": np.zeros((4, 4), np.float32)}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(W2VEmbedError, match="model.safetensors: no wav2vec2 encoder weights"):
+    with pytest.raises(W2VEmbedError, match="model.safetensors: no encoder weights"):
         read_state_dict(find_weights(tmp_path))
 
 

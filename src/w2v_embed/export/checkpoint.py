@@ -17,7 +17,6 @@ from typing import Any
 from ..errors import W2VEmbedError
 from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights, read_state_dict
 
-SUPPORTED_MODEL_TYPES = ("wav2vec2",)
 # Keys of Wav2Vec2Model that inference never reads; checkpoints may lack them.
 OPTIONAL_KEYS = ("masked_spec_embed",)
 
@@ -148,7 +147,7 @@ def resolve(
     local = Path(source) / (subfolder or "")
     if local.is_dir():
         if not (local / CONFIG).exists():
-            raise W2VEmbedError(f"{local}: no config.json here; is this a wav2vec2 checkpoint folder?")
+            raise W2VEmbedError(f"{local}: no config.json here; is this a checkpoint folder?")
         preprocessor = local / PREPROCESSOR
         try:
             weights = find_weights(local)
@@ -252,9 +251,12 @@ class _Hub:
 
 
 def load_reference_model(checkpoint: Checkpoint) -> Any:
-    """The transformers PyTorch Wav2Vec2Model with the checkpoint's encoder weights (heads dropped)."""
+    """The family's transformers PyTorch model (Wav2Vec2Model, HubertModel …) with the checkpoint's
+    encoder weights (heads dropped)."""
     torch = require_export_extra("torch")
     transformers = require_export_extra("transformers")
+    from .families import SUPPORTED_MODEL_TYPES, family
+
     config_dict = checkpoint.config
     model_type = config_dict.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -263,10 +265,10 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
     try:
-        config = transformers.Wav2Vec2Config.from_pretrained(checkpoint.folder)
+        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
     except Exception as exc:  # transformers raises several kinds for a bad config
         raise W2VEmbedError(f"{checkpoint.folder / 'config.json'}: cannot read config ({exc})") from exc
-    model = transformers.Wav2Vec2Model(config).eval()
+    model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
     arrays = read_state_dict(checkpoint.weights)
     expected = model.state_dict()
     weights_name = checkpoint.weights[0].name

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..layers import LAST, output_name
 from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .families import feat_extract_norm, stable_layer_norm
 from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
 from .quantize import PRECISIONS, reduce_precision
 from .verify import VerificationError, VerificationReport, verify
@@ -72,8 +73,8 @@ def model_info(checkpoint: Checkpoint, config: object) -> ModelInfo:
         conv_kernel=tuple(config.conv_kernel),
         conv_stride=tuple(config.conv_stride),
         do_normalize=checkpoint.do_normalize,
-        feat_extract_norm=config.feat_extract_norm,
-        do_stable_layer_norm=bool(config.do_stable_layer_norm),
+        feat_extract_norm=feat_extract_norm(config),
+        do_stable_layer_norm=stable_layer_norm(config),
         exporter_version=__version__,
         weights_sha256=checkpoint.weights_sha256(),
     )
@@ -83,9 +84,9 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     """TorchScript-based export of the padding-exact wrapper; batch and time axes dynamic."""
     torch = require_export_extra("torch")
     require_export_extra("onnx")
-    from .families.wav2vec2 import ExportableWav2Vec2
+    from .families import family
 
-    wrapper = ExportableWav2Vec2(reference).eval()
+    wrapper = family(reference.config.model_type).Exportable(reference).eval()
     num_layers = wrapper.num_layers
     outputs = [output_name(k) for k in (*range(num_layers + 1), LAST)]
     dummy = (torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64))

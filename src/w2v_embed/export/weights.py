@@ -23,7 +23,6 @@ from ..errors import W2VEmbedError
 WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")
 INDEX_SUFFIX = ".index.json"
 ENCODER_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed")
-BASE_PREFIX = "wav2vec2."
 POS_CONV = "encoder.pos_conv_embed.conv."
 WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
 WEIGHT_V = POS_CONV + "parametrizations.weight.original1"
@@ -76,7 +75,7 @@ def read_state_dict(files: list[Path]) -> dict[str, np.ndarray]:
     state = normalize_names(raw)
     if not any(k.startswith("encoder.") for k in state):
         where = str(paths[0]) + (f" (+{len(paths) - 1} more shards)" if len(paths) > 1 else "")
-        raise W2VEmbedError(f"{where}: no wav2vec2 encoder weights in it ({len(raw)} tensors, none named encoder.*)")
+        raise W2VEmbedError(f"{where}: no encoder weights in it ({len(raw)} tensors, none named encoder.*)")
     return state
 
 
@@ -84,7 +83,9 @@ def normalize_names(raw: Raw) -> dict[str, np.ndarray]:
     """Strip the base-model prefix, drop heads, use transformers 5's names for the weight-normed pos conv."""
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
-        name = name[len(BASE_PREFIX) :] if name.startswith(BASE_PREFIX) else name
+        _, _, rest = name.partition(".")
+        if not name.startswith(ENCODER_PREFIXES) and rest.startswith(ENCODER_PREFIXES):
+            name = rest  # the base model's scope in a model with heads: wav2vec2., hubert., wavlm., data2vec_audio.
         if not name.startswith(ENCODER_PREFIXES):
             continue  # quantizer, project_hid/q, lm_head, projector, classifier …: not part of the encoder
         if name.endswith(".gamma"):  # old LayerNorm names

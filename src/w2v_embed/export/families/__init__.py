@@ -1,1 +1,33 @@
-"""One module per model family: the padding-exact forward pass that is traced to ONNX."""
+"""One module per model family: the padding-exact forward pass that is traced to ONNX.
+
+A family is a module here named after its transformers `model_type` (`-` written `_`) with
+`REFERENCE`, the transformers class its export is verified against, and `Exportable`, the
+nn.Module that restates its forward pass. Adding a family means adding one file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(
+    sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+)
+
+
+def family(model_type: str) -> ModuleType:
+    """The family module of a supported model_type (imports torch)."""
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise KeyError(model_type)
+    return importlib.import_module(f"{__name__}.{model_type.replace('-', '_')}")
+
+
+def feat_extract_norm(config: object) -> str:
+    """'group' (base-style) or 'layer'; configs without the field (data2vec-audio) use layer norm."""
+    return getattr(config, "feat_extract_norm", "layer")
+
+
+def stable_layer_norm(config: object) -> bool:
+    """Pre-norm encoder layers with a final LayerNorm (large models); absent = post-norm."""
+    return bool(getattr(config, "do_stable_layer_norm", False))

@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import W2VEmbedError
+from . import feat_extract_norm, stable_layer_norm
+
 
 def conv_output_lengths(lengths: torch.Tensor, kernels: list[int], strides: list[int]) -> list[torch.Tensor]:
     """Valid output frames after each conv layer (0 when the input is shorter than the kernel)."""
@@ -65,12 +68,18 @@ def normalized_first_conv(
     return torch.matmul(folded, torch.cat([patches, ones], dim=1))
 
 
-class ExportableWav2Vec2(nn.Module):
+REFERENCE = "Wav2Vec2Model"  # the transformers class this family is checked against
+
+
+class Exportable(nn.Module):
     """Wraps a transformers Wav2Vec2Model; forward(input_values, lengths) -> hidden states 0..L, last_hidden_state.
 
     Hidden state k follows transformers' numbering: 0 is the input to the first transformer layer,
     k the output of layer k (for stable-layer-norm models without the encoder's final LayerNorm,
     which transformers 5 applies only to `last_hidden_state`, the extra last output).
+
+    The other families (hubert.py, wavlm.py, data2vec_audio.py) share this data flow and override
+    the step that differs: `project`, `position`, or `attention_bias` + `_attention`.
 
     A float16 `model` gives a float16 graph with float32 inputs and outputs, except the first conv
     block of group-norm models: its statistics sum over every frame of a chunk, beyond float16's range,
@@ -81,22 +90,38 @@ class ExportableWav2Vec2(nn.Module):
         super().__init__()
         config = model.config
         if getattr(config, "add_adapter", False):
-            raise ValueError("wav2vec2 models with an adapter are not supported")
+            raise W2VEmbedError(f"{config.model_type} models with an adapter (add_adapter) are not supported")
         self.model = model
         self.kernels = list(config.conv_kernel)
         self.strides = list(config.conv_stride)
-        self.group_norm = config.feat_extract_norm == "group"
-        self.stable = bool(config.do_stable_layer_norm)
+        self.group_norm = feat_extract_norm(config) == "group"
+        self.stable = stable_layer_norm(config)
         self.num_layers = config.num_hidden_layers
         self.dtype = next(model.parameters()).dtype
         if self.group_norm:
             model.feature_extractor.conv_layers[0].float()
 
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        model = self.model
         frame_lengths = conv_output_lengths(lengths, self.kernels, self.strides)
+        x = self.project(self.conv_features(input_values, frame_lengths))
+        valid = _time_mask(frame_lengths[-1], x, 1)  # [B, T]
+        x = x * valid[:, :, None]  # padded frames are zeros, exactly like the conv's own zero padding
+        encoder = self.model.encoder
+        x = x + self.position(x, valid)
+        if not self.stable:
+            x = encoder.layer_norm(x)
+        bias = self.attention_bias(x, valid)
+        states = [x]
+        for layer in encoder.layers:
+            x = self._layer(layer, x, bias)
+            states.append(x)
+        last = encoder.layer_norm(x) if self.stable else x
+        return tuple(state.float() for state in (*states, last))
+
+    def conv_features(self, input_values: torch.Tensor, frame_lengths: list[torch.Tensor]) -> torch.Tensor:
+        """The conv stack, [B, T, C]; group norm over valid frames only."""
         x = input_values[:, None, :].to(self.dtype)
-        for i, layer in enumerate(model.feature_extractor.conv_layers):
+        for i, layer in enumerate(self.model.feature_extractor.conv_layers):
             if self.group_norm and i == 0:
                 x = normalized_first_conv(input_values, frame_lengths[0], layer.conv, layer.layer_norm).to(self.dtype)
             else:
@@ -104,41 +129,40 @@ class ExportableWav2Vec2(nn.Module):
             if not self.group_norm:
                 x = layer.layer_norm(x.transpose(1, 2)).transpose(1, 2)
             x = layer.activation(x)
-        x = x.transpose(1, 2)
-        x = model.feature_projection.projection(model.feature_projection.layer_norm(x))
+        return x.transpose(1, 2)
 
-        valid = _time_mask(frame_lengths[-1], x, 1)  # [B, T]
-        x = x * valid[:, :, None]  # padded frames are zeros, exactly like the conv's own zero padding
-        encoder = model.encoder
-        x = x + encoder.pos_conv_embed(x)
-        if not self.stable:
-            x = encoder.layer_norm(x)
-        # Additive key mask: exp(lowest - max) underflows to exactly 0, so padded keys carry no weight.
-        key_bias = ((1.0 - valid) * torch.finfo(x.dtype).min)[:, None, None, :]
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        projection = self.model.feature_projection
+        return projection.projection(projection.layer_norm(x))
 
-        states = [x]
-        for layer in encoder.layers:
-            x = self._layer(layer, x, key_bias)
-            states.append(x)
-        last = encoder.layer_norm(x) if self.stable else x
-        return tuple(state.float() for state in (*states, last))
+    def position(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Positional conv embedding of frames whose padding is zero (as the conv's own padding)."""
+        return self.model.encoder.pos_conv_embed(x)
 
-    def _layer(self, layer: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def attention_bias(self, x: torch.Tensor, valid: torch.Tensor) -> object:
+        """Additive key mask: exp(lowest - max) underflows to exactly 0, so padded keys carry no weight."""
+        return ((1.0 - valid) * torch.finfo(x.dtype).min)[:, None, None, :]
+
+    def _layer(self, layer: nn.Module, x: torch.Tensor, bias: object) -> torch.Tensor:
         if self.stable:
-            x = x + layer.dropout(self._attention(layer.attention, layer.layer_norm(x), key_bias))
+            x = x + layer.dropout(self._attention(layer.attention, layer.layer_norm(x), bias))
             return x + layer.feed_forward(layer.final_layer_norm(x))
-        x = layer.layer_norm(x + self._attention(layer.attention, x, key_bias))
+        x = layer.layer_norm(x + self._attention(layer.attention, x, bias))
         return layer.final_layer_norm(x + layer.feed_forward(x))
 
-    @staticmethod
-    def _attention(attn: nn.Module, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        batch, steps, width = x.shape
-        heads = attn.num_heads
+    def _attention(self, attn: nn.Module, x: torch.Tensor, bias: object) -> torch.Tensor:
+        q, k, v = (split_heads(proj(x), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        return attend(attn, q, k, v, torch.matmul(q, k.transpose(2, 3)) * attn.scaling + bias)
 
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, steps, heads, attn.head_dim).transpose(1, 2)
 
-        q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
-        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + key_bias
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)
-        return attn.out_proj(out.transpose(1, 2).reshape(batch, steps, width))
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, T, W] -> [B, heads, T, W / heads]"""
+    batch, steps, width = t.shape
+    return t.reshape(batch, steps, heads, width // heads).transpose(1, 2)
+
+
+def attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """softmax(scores) · v, heads merged, through the output projection."""
+    out = torch.matmul(torch.softmax(scores, dim=-1), v)
+    batch, heads, steps, width = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, steps, heads * width))
