@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("group", "stable")
+# (family, variant) of the other families, each as its published checkpoints are built.
+FAMILY_VARIANTS = [("hubert", "group"), ("hubert", "stable"), ("wavlm", "group"), ("wavlm", "stable"),
+                   ("data2vec-audio", "layer")]
 
 
 def _load_script(name: str):
@@ -26,44 +29,46 @@ make_checkpoint = _load_script("make_tiny_checkpoint").make_checkpoint
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
-    """variant -> folder of a tiny Wav2Vec2ForPreTraining checkpoint (safetensors)."""
-    cache: dict[str, Path] = {}
+    """variant[, family] -> folder of a tiny checkpoint (safetensors); wav2vec2: Wav2Vec2ForPreTraining."""
+    cache: dict[tuple[str, str], Path] = {}
 
-    def get(variant: str) -> Path:
-        if variant not in cache:
-            cache[variant] = make_checkpoint(tmp_path_factory.mktemp(f"ckpt-{variant}"), variant)
-        return cache[variant]
+    def get(variant: str, family: str = "wav2vec2") -> Path:
+        if (variant, family) not in cache:
+            folder = tmp_path_factory.mktemp(f"ckpt-{family}-{variant}")
+            cache[variant, family] = make_checkpoint(folder, variant, family=family)
+        return cache[variant, family]
 
     return get
 
 
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory, checkpoint_dir):
-    """variant -> exported (and verified) ONNX model path."""
+    """variant[, family] -> exported (and verified) ONNX model path."""
     from w2v_embed.export import ExportOptions, export_model
 
-    cache: dict[str, Path] = {}
+    cache: dict[tuple[str, str], Path] = {}
 
-    def get(variant: str) -> Path:
-        if variant not in cache:
-            out = tmp_path_factory.mktemp(f"onnx-{variant}") / f"tiny-{variant}.onnx"
-            cache[variant] = export_model(str(checkpoint_dir(variant)), ExportOptions(output=out)).path
-        return cache[variant]
+    def get(variant: str, family: str = "wav2vec2") -> Path:
+        if (variant, family) not in cache:
+            out = tmp_path_factory.mktemp(f"onnx-{family}-{variant}") / f"tiny-{family}-{variant}.onnx"
+            cache[variant, family] = export_model(str(checkpoint_dir(variant, family)), ExportOptions(output=out)).path
+        return cache[variant, family]
 
     return get
 
 
 @pytest.fixture(scope="session")
 def reference_model(checkpoint_dir):
-    """variant -> transformers Wav2Vec2Model (the reference implementation) with the same weights."""
-    from transformers import Wav2Vec2Model
+    """variant[, family] -> the transformers base model (Wav2Vec2Model, HubertModel …, the reference
+    implementation), loaded by transformers itself from the same checkpoint."""
+    from transformers import AutoModel
 
     cache = {}
 
-    def get(variant: str):
-        if variant not in cache:
-            cache[variant] = Wav2Vec2Model.from_pretrained(checkpoint_dir(variant)).eval()
-        return cache[variant]
+    def get(variant: str, family: str = "wav2vec2"):
+        if (variant, family) not in cache:
+            cache[variant, family] = AutoModel.from_pretrained(checkpoint_dir(variant, family)).eval()
+        return cache[variant, family]
 
     return get
 
