@@ -38,14 +38,27 @@ SIZES = {
         hidden_size=1920, num_hidden_layers=48, num_attention_heads=16, intermediate_size=7680,
         feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
     ),
+    # The other families at base size, as their base checkpoints are configured.
+    "hubert-base": dict(model_type="hubert"),
+    "wavlm-base": dict(model_type="wavlm"),
+    "data2vec-audio-base": dict(model_type="data2vec-audio", conv_bias=True),
 }
 
 
-def flops_per_second_of_audio(config: dict, layers: int | None = None, seconds: float = 10.0) -> float:
-    """Multiply-adds × 2 of the conv stack, projection and `layers` transformer layers, per audio second."""
-    from transformers import Wav2Vec2Config
+def _config(size: str):
+    """The transformers config of a size; wav2vec2 unless the size names another model_type."""
+    from transformers import AutoConfig
 
-    c = Wav2Vec2Config(**config)
+    values = dict(SIZES[size])
+    return AutoConfig.for_model(values.pop("model_type", "wav2vec2"), **values)
+
+
+def flops_per_second_of_audio(size: str, layers: int | None = None, seconds: float = 10.0) -> float:
+    """Multiply-adds × 2 of the conv stack, projection and `layers` transformer layers, per audio second
+    (wav2vec2 sizes only; NaN for the other families, whose positional conv and attention differ)."""
+    c = _config(size)
+    if c.model_type != "wav2vec2":
+        return float("nan")
     samples = int(seconds * 16_000)
     total, length, channels = 0.0, samples, 1
     for dim, kernel, stride in zip(c.conv_dim, c.conv_kernel, c.conv_stride):
@@ -81,10 +94,10 @@ def child(kind: str, args: dict) -> dict:
 
     if kind == "checkpoint":
         import torch
-        from transformers import Wav2Vec2Config, Wav2Vec2Model
+        from transformers import AutoModel
 
         torch.manual_seed(0)
-        Wav2Vec2Model(Wav2Vec2Config(**SIZES[args["size"]])).save_pretrained(args["checkpoint"])
+        AutoModel.from_config(_config(args["size"])).save_pretrained(args["checkpoint"])
         return dict(rss=_peak_rss())
     if kind == "export":
         from w2v_embed.export import ExportOptions, export_model
@@ -101,10 +114,10 @@ def child(kind: str, args: dict) -> dict:
     repeats = args["repeats"]
     if kind == "torch":
         import torch
-        from transformers import Wav2Vec2Model
+        from transformers import AutoModel
 
         torch.set_num_threads(threads)
-        model = Wav2Vec2Model.from_pretrained(args["checkpoint"]).eval()
+        model = AutoModel.from_pretrained(args["checkpoint"]).eval()
         x = torch.from_numpy(clip[None])
 
         def step() -> None:
@@ -277,7 +290,7 @@ def main() -> None:
             result = run_child(kind, {**base, "model": model_override[0]} if model_override else base)
             if kind == "torch":
                 torch_rt = result["realtime"]
-            gflops = flops_per_second_of_audio(config, depth) * result["realtime"] / 1e9 if config is not None else float("nan")
+            gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if config is not None else float("nan")
             rows.append((label, name, result["realtime"], gflops, 100 * gflops / peak, result["rss"],
                          result["realtime"] / torch_rt if torch_rt else float("nan")))
             print(f"# {label}: {name}: {result}", flush=True)
