@@ -40,7 +40,7 @@ def corpus(tmp_path_factory) -> Path:
 
 def test_version_and_help():
     assert cli("--version").stdout.strip().startswith("w2v-embed ")
-    for command in ("export", "extract", "info"):
+    for command in ("export", "extract", "merge", "info"):
         proc = cli(command, "--help")
         assert proc.returncode == 0 and "Examples" in proc.stdout, command
     assert "Exit codes" in cli("extract", "--help").stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -133,6 +133,7 @@ def extract(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
     save_every: Annotated[int, typer.Option(help="Make finished files crash-safe at least every N files (and every 20 s).")] = 64,
+    shard: Annotated[Optional[str], typer.Option(help="Embed only part I of N (0-based) of the file list, balanced by bytes, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the parts with `w2v-embed merge`.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -156,7 +157,7 @@ def extract(
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = ExtractOptions(mode=mode, dtype=dtype, channel=channel, save_every_files=save_every)
-    selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks)
+    selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard)
     _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary)
 
 
@@ -169,6 +170,7 @@ class _Selection:
     ext: Optional[str]
     recursive: bool
     follow_symlinks: bool
+    shard: Optional[str] = None
 
     def files(self) -> list:
         from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
@@ -194,10 +196,16 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     from .embedder import Embedder
     from .extract import extract
 
+    from .shards import Shard, select
+
+    shard = Shard.parse(selection.shard) if selection.shard is not None else None
     embedder = Embedder(model, device=device, threads=threads, options=embed)  # bad model or layers fail first
     if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
+    if shard is not None:
+        options = replace(options, shard=str(shard), total_files=len(files))
+        files = select(files, shard)
     show = not quiet and not json_summary and err.is_terminal
     with _progress(show, len(files)) as advance:
         summary = extract(files, output, embedder, options, progress=advance)
@@ -251,6 +259,35 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.show:
             self.bar.__exit__(*exc)
+
+
+@app.command()
+def merge(
+    output: Annotated[Path, typer.Argument(help="The merged HDF5 file to write.")],
+    inputs: Annotated[list[str], typer.Argument(help="Shard outputs (globs are expanded).", show_default=False)],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Join the outputs of `extract --shard I/N` jobs into one file (streaming, atomic, safe to rerun).
+
+    Examples:
+
+      w2v-embed merge feats.h5 feats.*.h5
+
+      w2v-embed merge feats.h5 'shards/feats.*.h5' --overwrite
+    """
+    _run(_merge, output, inputs, overwrite)
+
+
+def _merge(output: Path, inputs: list[str], overwrite: bool) -> None:
+    import glob
+
+    from .store import merge as merge_outputs
+
+    paths = [p for pattern in inputs for p in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])]
+    if not paths:
+        raise UsageError(f"no shard outputs match {' '.join(inputs)}")
+    summary = merge_outputs(output, paths, overwrite)
+    err.print(f"merged {summary.inputs} outputs: {summary.files} files, {summary.failed} failed → {summary.output}")
 
 
 @app.command()

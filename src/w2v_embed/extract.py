@@ -38,6 +38,8 @@ class ExtractOptions:
     decode_ahead: int = 2  # decoded files waiting for the model: an hour of audio is 230 MB
     save_every_files: int = 64  # finished files are made crash-safe at least this often …
     save_every_seconds: float = 20.0  # … and at least this often
+    shard: str = ""  # "I/N" when `files` are one shard of a list of `total_files` (shards.select)
+    total_files: int = 0
 
 
 @dataclass
@@ -92,6 +94,9 @@ def extract(
         frame_center_offset=info.frame_center_offset,
         chunk_seconds=embedder.options.chunk_seconds,
         context_seconds=embedder.options.context_seconds,
+        shard=options.shard,
+        shard_files=len(files) if options.shard else 0,
+        total_files=options.total_files,
     )
     summary = ExtractSummary(Path(output))
     sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio itself

@@ -19,7 +19,8 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ _RESUME_FIELDS = {
     "dtype": "dtype",
     "chunk_seconds": "chunk seconds",
     "context_seconds": "context seconds",
+    "shard": "shard",
 }
 
 
@@ -72,6 +74,9 @@ class RunInfo:
     frame_center_offset: float = 0.0125
     chunk_seconds: float = 0.0
     context_seconds: float = 0.0
+    shard: str = ""  # "I/N" for a job of an array (extract --shard), "" otherwise
+    shard_files: int = 0  # files assigned to this shard: stored + failed must reach it before a merge
+    total_files: int = 0  # files in the whole list the shards split
 
     @property
     def frame_level(self) -> bool:
@@ -129,6 +134,9 @@ class RunInfo:
             "chunk_seconds": float(self.chunk_seconds),
             "context_seconds": float(self.context_seconds),
             "dtype": self.dtype,
+            "shard": self.shard,
+            "shard_files": np.int64(self.shard_files),
+            "total_files": np.int64(self.total_files),
         }
 
 
@@ -684,3 +692,105 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# -- merging shards --------------------------------------------------------------------------------
+
+_MERGE_FIELDS = {k: v for k, v in _RESUME_FIELDS.items() if k != "shard"}
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    output: Path
+    inputs: int
+    files: int
+    failed: int
+
+
+def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = False) -> MergeSummary:
+    """Join finished outputs (the jobs of `extract --shard I/N`) into one, streaming and atomically.
+
+    Refused, before anything is written: unfinished or incomplete shards, a missing or repeated
+    shard of an I/N set, outputs computed differently, a file stored twice. The result is written
+    under a temporary name and renamed, so a crashed merge leaves no output and can simply be rerun.
+    """
+    output, paths = Path(output), [Path(p) for p in inputs]
+    if not paths:
+        raise W2VEmbedError("merge: no inputs given")
+    if output.exists() and not overwrite:
+        raise W2VEmbedError(f"{output} exists; pass --overwrite to replace it")
+    if any(p.resolve() == output.resolve() for p in paths if p.exists()):
+        raise W2VEmbedError(f"{output} is also an input; write the merge to a new file")
+    infos, counts = _check_mergeable(paths)
+    info = replace(infos[0], shard="", shard_files=0, total_files=0)
+    lock = _Lock(output)
+    try:
+        _remove_merge_temps(output)
+        temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+        try:
+            _merge(paths, temp, info)
+            _fsync_file(temp)
+            os.replace(temp, output)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(output.parent)
+    finally:
+        lock.release()
+    return MergeSummary(output, len(paths), sum(c[0] for c in counts), sum(c[1] for c in counts))
+
+
+def _check_mergeable(paths: list[Path]) -> tuple[list[RunInfo], list[tuple[int, int]]]:
+    """Each input's RunInfo and (stored, failed) counts, after every check a merge needs."""
+    infos, counts, stored, owner = [], [], [], {}
+    for path in paths:
+        with _open_finished(path) as f:
+            info = _stored_info(f)
+            names = _read_strings(f["paths"])
+            failed = int(f["failed/paths"].shape[0])
+        if infos:
+            for name, words in _MERGE_FIELDS.items():
+                if getattr(info, name) != getattr(infos[0], name):
+                    raise W2VEmbedError(
+                        f"cannot merge: {path} was computed with {words} {_show(getattr(info, name))}, "
+                        f"{paths[0]} with {_show(getattr(infos[0], name))}"
+                    )
+        if info.shard and len(names) + failed != info.shard_files:
+            raise W2VEmbedError(
+                f"cannot merge: {path} (shard {info.shard}) holds {len(names) + failed} of its {info.shard_files} "
+                "files; rerun that shard with --resume"
+            )
+        infos.append(info)
+        counts.append((len(names), failed))
+        stored.append(names)
+    _check_shard_set(paths, infos)
+    for path, names in zip(paths, stored):
+        for name in names:
+            if name in owner:
+                raise W2VEmbedError(f"cannot merge: {name} is stored in both {owner[name]} and {path}")
+            owner[name] = path
+    return infos, counts
+
+
+def _check_shard_set(paths: list[Path], infos: list[RunInfo]) -> None:
+    """Shards of one I/N split: all N present, each once, all from the same list."""
+    sharded = [(p, i) for p, i in zip(paths, infos) if i.shard]
+    if not sharded:
+        return
+    if len(sharded) != len(paths):
+        plain = next(p for p, i in zip(paths, infos) if not i.shard)
+        raise W2VEmbedError(f"cannot merge: {plain} is not a shard, {sharded[0][0]} is ({sharded[0][1].shard})")
+    sets = {(i.shard.split("/")[1], i.total_files) for _, i in sharded}
+    if len(sets) > 1:
+        raise W2VEmbedError("cannot merge: the shards come from different splits (" + ", ".join(
+            f"{p}: {i.shard} of {i.total_files} files" for p, i in sharded) + ")")
+    count = int(sharded[0][1].shard.split("/")[1])
+    given: dict[int, Path] = {}
+    for path, info in sharded:
+        index = int(info.shard.split("/")[0])
+        if index in given:
+            raise W2VEmbedError(f"cannot merge: shard {info.shard} given twice ({given[index]} and {path})")
+        given[index] = path
+    missing = [f"{i}/{count}" for i in range(count) if i not in given]
+    if missing:
+        raise W2VEmbedError(f"cannot merge: shard {', '.join(missing)} missing; all {count} shards are needed")
