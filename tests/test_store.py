@@ -433,3 +433,23 @@ def test_read_summary_is_plain_python(tmp_path):
     assert summary["layers"] == [6, 12] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/1"
     for value in summary.values():
         assert type(value) in (int, float, str, list), (value, type(value))
+
+
+# -- issue 9: nothing lost -----------------------------------------------------------------------------
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_replaces_it(tmp_path):
+    out = write(tmp_path / "x.h5", info_for(), [0, 1])
+    before = dump(out)
+    writer = FeatureWriter(out, info_for(layers=(3,)), "overwrite", commit_every_files=1)
+    add(writer, 5)
+    writer.abort()  # Ctrl-C or kill -9 half-way through the new run
+    assert dump(out) == before  # the old output is still whole and loadable
+    with pytest.raises(W2VEmbedError, match="exists; pass --resume"):
+        FeatureWriter(out, info_for(layers=(3,)))
+    with FeatureWriter(out, info_for(layers=(3,)), "resume") as writer:  # settings of the new run, not the old file
+        assert writer.done == {name_of(5)}
+        add(writer, 6)
+    paths, x = load(out)
+    assert paths == [name_of(5), name_of(6)] and x.shape == (2, HIDDEN)  # the old rows are not merged in
+    assert leftovers(out) == []

@@ -6,6 +6,8 @@ small segment files in `OUT.h5.parts/`, each written under a temporary name and 
 so a segment is either whole or absent. Only `close()` builds OUT.h5: it streams the old OUT.h5 (when
 resuming a finished file) and the segments into `OUT.h5.tmp-<pid>` and renames that over OUT.h5. A
 kill at any moment therefore loses at most the buffered, uncommitted files, which `--resume` redoes.
+`--overwrite` leaves the old OUT.h5 alone until that rename; a marker file in the parts folder says
+the segments replace it rather than extend it, so a resumed overwrite never merges the old rows in.
 
 Segments use the very layout of the final file, so one merge routine reads both.
 """
@@ -41,6 +43,7 @@ MODES = ("new", "resume", "overwrite")
 
 _STR = h5py.string_dtype()
 _SEGMENT = re.compile(r"seg-(\d+)\.h5")
+_REPLACES = "replaces-output"  # in OUT.h5.parts/: these parts are an --overwrite run; OUT.h5 is not merged in
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size target: fits the default 1 MiB chunk cache
 _COPY_BYTES = 64 << 20  # merge copies at most this much at a time
 _BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
@@ -198,9 +201,10 @@ class FeatureWriter:
         if mode == "new" and (self.path.exists() or self.parts.exists()):
             existing = self.path if self.path.exists() else self.parts
             raise W2VEmbedError(f"{existing} exists; pass --resume to continue it or --overwrite to replace it")
-        if mode == "overwrite":
-            self.path.unlink(missing_ok=True)
+        if mode == "overwrite":  # OUT.h5 itself stays readable until close() renames the new one over it
             shutil.rmtree(self.parts, ignore_errors=True)
+            self.parts.mkdir()
+            _atomic_write_text(self.parts / _REPLACES, "")
         if mode == "resume":
             self.done = self._scan_existing()
         self.parts.mkdir(exist_ok=True)
@@ -211,7 +215,7 @@ class FeatureWriter:
     def _scan_existing(self) -> set[str]:
         """Names already stored in OUT.h5 and the segments, after checking they match this run."""
         done: set[str] = set()
-        if self.path.exists():
+        if self._merges_output():
             with _open_output(self.path) as f:
                 _check_resumable(self.path, _stored_info(f), self.info)
                 done.update(_read_strings(f["paths"]))
@@ -309,7 +313,7 @@ class FeatureWriter:
             self._commit()
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             try:
-                sources = ([self.path] if self.path.exists() else []) + _segments(self.parts)
+                sources = ([self.path] if self._merges_output() else []) + _segments(self.parts)
                 _merge(sources, temp, self.info)
                 _fsync_file(temp)
                 os.replace(temp, self.path)
@@ -332,6 +336,10 @@ class FeatureWriter:
                 shutil.rmtree(self.parts, ignore_errors=True)
         finally:
             self._finish()
+
+    def _merges_output(self) -> bool:
+        """Whether the existing OUT.h5 is part of this run's result (not when an --overwrite run replaces it)."""
+        return self.path.exists() and not (self.parts / _REPLACES).exists()
 
     def _finish(self) -> None:
         self._closed = True
