@@ -453,3 +453,17 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_replaces_it(tmp_path):
     paths, x = load(out)
     assert paths == [name_of(5), name_of(6)] and x.shape == (2, HIDDEN)  # the old rows are not merged in
     assert leftovers(out) == []
+
+
+def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
+    latin1 = os.fsdecode(b"corpus/caf\xe9.wav")  # what os.listdir gives for a Latin-1 name: 'caf\udce9.wav'
+    out = tmp_path / "x.h5"
+    with FeatureWriter(out, info_for(), commit_every_files=1) as writer:
+        writer.add(latin1, 400, 16_000, features(0, writer.info))
+        writer.add_failure(os.fsdecode(b"bad\xff.wav"), f"cannot decode {os.fsdecode(b'bad/xff.wav')}: \udcff")
+    with FeatureWriter(out, info_for(), "resume") as writer:  # resume reads them back too
+        assert writer.done == {latin1}
+    assert load(out)[0] == [latin1]
+    assert read_summary(out)["failed"][0][0] == os.fsdecode(b"bad\xff.wav")
+    with h5py.File(out) as f:
+        assert f["paths"][0] == b"corpus/caf\xe9.wav"  # the file system's bytes, as they are

@@ -7,6 +7,7 @@ W2VEmbedError becomes one red line on stderr (exit 1, or 2 for usage errors).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,10 +176,10 @@ class _Selection:
         inputs = self.inputs
         if self.files_from is not None:
             try:
-                text = sys.stdin.read() if self.files_from == "-" else Path(self.files_from).read_text()
+                data = sys.stdin.buffer.read() if self.files_from == "-" else Path(self.files_from).read_bytes()
             except OSError as exc:
                 raise UsageError(f"--files-from {self.files_from}: {exc.strerror}") from exc
-            inputs = inputs + read_file_list(text.splitlines())
+            inputs = inputs + read_file_list(os.fsdecode(data).splitlines())  # any bytes: names need not be UTF-8
         if not inputs:
             raise UsageError("no input: give files or folders, or --files-from FILE")
         extensions = tuple(e.strip().lstrip(".").lower() for e in self.ext.split(",")) if self.ext else DEFAULT_EXTENSIONS
@@ -201,7 +202,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     with _progress(show, len(files)) as advance:
         summary = extract(files, output, embedder, options, progress=advance)
     for name, reason in summary.failures:
-        err.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+        err.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
     if json_summary:
         print(json.dumps({
             "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
@@ -288,7 +289,12 @@ def _info(path: Path) -> None:
     table.add_row("failed files", str(len(failed)))
     out.print(table)
     for name, reason in failed:
-        out.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+        out.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
+
+
+def _shown(text: str) -> str:
+    """Printable form of a file name that is not UTF-8: its odd bytes as \\xNN escapes (caf\\xe9.wav)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _fail(exc: W2VEmbedError) -> None:

@@ -508,7 +508,14 @@ def _show(value: Any) -> str:
 
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
-    return [str(s) for s in dataset.asstr()[()]]
+    """Back to the str that was stored (a name that is not UTF-8 returns as os.fsdecode gives it)."""
+    return [str(s) for s in dataset.asstr(errors="surrogateescape")[()]]
+
+
+def _encode_strings(strings: list[str]) -> np.ndarray:
+    """File names as the file system's bytes: UTF-8 for ordinary names, and any other name (e.g. Latin-1
+    'caf\\xe9.wav', which Python holds as 'caf\\udce9.wav') byte for byte, where strict UTF-8 would crash."""
+    return np.array([s.encode("utf-8", "surrogateescape") for s in strings], dtype=object)
 
 
 # -- writing the layout ----------------------------------------------------------------------------
@@ -537,8 +544,8 @@ def _create_layout(
     names = create("failed/paths", (len(failures),), _STR)
     errors = create("failed/errors", (len(failures),), _STR)
     if failures:
-        names[:] = np.array([n for n, _ in failures], dtype=object)
-        errors[:] = np.array([e for _, e in failures], dtype=object)
+        names[:] = _encode_strings([n for n, _ in failures])
+        errors[:] = _encode_strings([e for _, e in failures])
 
 
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
@@ -547,7 +554,7 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
     with h5py.File(path, "w") as f:
         _create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
         if entries:
-            f["paths"][:] = np.array([e.name for e in entries], dtype=object)
+            f["paths"][:] = _encode_strings([e.name for e in entries])
             f["num_samples"][:] = [e.num_samples for e in entries]
             f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
