@@ -24,8 +24,9 @@ SHA = "ab" * 32
 
 
 def info_for(pooling: str = "mean", layers=(6, 12), dtype: str = "float32", **kw) -> RunInfo:
+    recorded = dict(model_file_sha256="cd" * 32, precision="float32", channel="mean") | kw
     return RunInfo(model="tiny.onnx", model_sha256=SHA, layers=tuple(layers), pooling=pooling,
-                   hidden_size=HIDDEN, dtype=dtype, **kw)
+                   hidden_size=HIDDEN, dtype=dtype, **recorded)
 
 
 def name_of(i: int) -> str:
@@ -305,6 +306,9 @@ def test_resume_with_nothing_there_starts_fresh(tmp_path):
         (dict(dtype="float16"), "was written with dtype float32, this run asks for float16"),
         (dict(chunk_seconds=30.0), "was written with chunk seconds 0.0, this run asks for 30.0"),
         (dict(context_seconds=1.0), "context seconds"),
+        (dict(model_file_sha256="ef" * 32), "was written with model file sha256 cdcdcdcdcdcd…, this run asks for efefefefefef…"),
+        (dict(precision="int8"), "was written with model precision float32, this run asks for int8"),
+        (dict(channel="1"), "was written with channel mean, this run asks for 1"),
     ],
 )
 def test_resume_with_different_settings_is_refused(tmp_path, finished, change, message):
@@ -467,3 +471,10 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
     assert read_summary(out)["failed"][0][0] == os.fsdecode(b"bad\xff.wav")
     with h5py.File(out) as f:
         assert f["paths"][0] == b"corpus/caf\xe9.wav"  # the file system's bytes, as they are
+
+
+def test_outputs_from_before_the_new_settings_were_recorded_still_resume(tmp_path):
+    old = RunInfo(model="tiny.onnx", model_sha256=SHA, layers=(6, 12), pooling="mean", hidden_size=HIDDEN)
+    out = write(tmp_path / "x.h5", old, [0])
+    write(out, info_for(), [1], mode="resume")  # unrecorded (empty) settings are not compared
+    assert load(out)[0] == [name_of(0), name_of(1)]

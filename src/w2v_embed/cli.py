@@ -273,9 +273,11 @@ def _info(path: Path) -> None:
     if path.suffix == ".onnx":
         from .runtime import OnnxModel
 
-        model_info = OnnxModel(path, device="cpu").info
+        model = OnnxModel(path, device="cpu")
+        model_info = model.info
         for key, value in vars(model_info).items():
             table.add_row(key, str(value))
+        table.add_row("file_sha256", model.sha256)
         table.add_row("frame_rate", f"{model_info.frame_rate:g} Hz")
         table.add_row("receptive_field", f"{model_info.grid.receptive_field} samples")
         out.print(table)

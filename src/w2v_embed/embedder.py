@@ -79,6 +79,15 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
+def _finite(features: Features) -> Features | W2VEmbedError:
+    """The features, or why they cannot be stored: NaN/inf from overflowing audio or a corrupted model
+    would otherwise pass as a success (NaN survives every pooling, so checking the result suffices)."""
+    bad = [str(layer) for layer, values in features.items() if not np.isfinite(values).all()]
+    if bad:
+        return W2VEmbedError(f"the model's output is not finite (NaN or infinite values in layer {', '.join(bad)})")
+    return features
+
+
 @dataclass
 class _Piece:
     key: Hashable
@@ -173,7 +182,7 @@ class Embedder:
 
     def _run_queue(
         self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]
-    ) -> Iterator[tuple[Hashable, Features]]:
+    ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
         multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
         for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):
             pieces = [queue[i] for i in rows]
@@ -186,7 +195,7 @@ class Embedder:
                 remaining[piece.key] -= 1
                 if remaining[piece.key] == 0:
                     del remaining[piece.key]
-                    yield piece.key, {layer: p.result() for layer, p in poolers.pop(piece.key).items()}
+                    yield piece.key, _finite({layer: p.result() for layer, p in poolers.pop(piece.key).items()})
 
     def with_options(self, **changes: object) -> Embedder:
         """The same loaded model with other options (e.g. layers=(6,), pool='none')."""

@@ -92,6 +92,9 @@ def extract(
         frame_center_offset=info.frame_center_offset,
         chunk_seconds=embedder.options.chunk_seconds,
         context_seconds=embedder.options.context_seconds,
+        model_file_sha256=embedder.model.sha256,
+        precision=info.precision,
+        channel="mean" if options.channel is None else str(options.channel),
     )
     summary = ExtractSummary(Path(output))
     sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio itself

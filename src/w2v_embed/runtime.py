@@ -7,6 +7,8 @@ describe the model so that no checkpoint is needed at extraction time.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -140,6 +142,16 @@ class OnnxModel:
         except ValueError as exc:
             raise W2VEmbedError(f"{self.path}: not an ONNX model ({exc})") from exc
         self.sessions: dict[int, object] = {}
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Of the file itself, as loaded: the metadata's weights hash is the checkpoint's, the same for its
+        int8 and float16 exports and for a copy with damaged bytes."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
 
     @property
     def device(self) -> str:

@@ -56,6 +56,9 @@ _RESUME_FIELDS = {
     "dtype": "dtype",
     "chunk_seconds": "chunk seconds",
     "context_seconds": "context seconds",
+    "model_file_sha256": "model file sha256",
+    "precision": "model precision",
+    "channel": "channel",
 }
 
 
@@ -74,6 +77,10 @@ class RunInfo:
     frame_center_offset: float = 0.0125
     chunk_seconds: float = 0.0
     context_seconds: float = 0.0
+    # Recorded since issue 9; "" = not recorded (an older file), which resume does not compare.
+    model_file_sha256: str = ""  # of the .onnx file itself: an int8/fp16 export or a damaged copy differs
+    precision: str = ""  # the model's float32 | int8 | float16
+    channel: str = ""  # "mean" of all channels, or the 0-based channel number used
 
     @property
     def frame_level(self) -> bool:
@@ -130,6 +137,9 @@ class RunInfo:
             "chunk_seconds": float(self.chunk_seconds),
             "context_seconds": float(self.context_seconds),
             "dtype": self.dtype,
+            "model_file_sha256": self.model_file_sha256,
+            "precision": self.precision,
+            "channel": self.channel,
         }
 
 
@@ -492,7 +502,7 @@ def _stored_info(f: h5py.File) -> RunInfo:
 def _check_resumable(where: Path, stored: RunInfo, new: RunInfo) -> None:
     for name, words in _RESUME_FIELDS.items():
         old, now = getattr(stored, name), getattr(new, name)
-        if old != now:
+        if old != now and old != "":
             raise W2VEmbedError(
                 f"cannot resume: {where} was written with {words} {_show(old)}, this run asks for {_show(now)}; "
                 "use the same settings, or pass --overwrite to start over"
