@@ -229,3 +229,34 @@ def test_m4a_through_ffmpeg(onnx_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out) as f:
         assert abs(int(f["num_samples"][0]) - 32_000) < 2_000 and f["source_sample_rate"][0] == 44_100
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--chunk-seconds", "nan"], "--chunk-seconds"),
+        (["--chunk-seconds", "0.01"], "--chunk-seconds"),
+        (["--context-seconds", "inf"], "--context-seconds"),
+        (["--max-batch-seconds", "0"], "--max-batch-seconds"),
+        (["--max-batch-seconds", "nan"], "--max-batch-seconds"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--threads", "0"], "--threads"),
+        (["--threads", "-1"], "--threads"),
+        (["--threads", "1000"], "--threads"),
+        (["--save-every", "0"], "--save-every"),
+        (["--device", "gpu"], "--device"),
+        (["--channel", "-1"], "--channel"),
+    ],
+)
+def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, tmp_path, args, option):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(16_000, np.float32), 16_000)
+    out = tmp_path / "o.h5"
+    result = CliRunner().invoke(app, ["extract", str(wav), "-o", str(out), "-m", str(onnx_model("group")), *args])
+    assert result.exit_code == 2, result.output
+    assert f"error: {option} " in result.output and "Traceback" not in result.output
+    assert not out.exists()

@@ -113,3 +113,18 @@ def test_features_that_are_not_finite_fail_that_file(onnx_model, monkeypatch):
     assert isinstance(results["bad"], W2VEmbedError)
     assert str(results["bad"]) == "the model's output is not finite (NaN or infinite values in layer 2)"
     assert np.isfinite(results["good"][2]).all()
+
+
+@pytest.mark.parametrize(
+    "change, option",
+    [
+        *[(dict(chunk_seconds=v), "--chunk-seconds") for v in (float("nan"), float("inf"), -1.0, 0.01)],
+        *[(dict(context_seconds=v), "--context-seconds") for v in (float("nan"), float("inf"), -0.5)],
+        *[(dict(max_batch_seconds=v), "--max-batch-seconds") for v in (float("nan"), float("inf"), 0.0, -3.0)],
+        *[(dict(batch_size=v), "--batch-size") for v in (0, -1)],
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_option(onnx_model, change, option):
+    emb = Embedder(onnx_model("group"), device="cpu")
+    with pytest.raises(UsageError, match=f"^{option} "):
+        emb.with_options(**change)

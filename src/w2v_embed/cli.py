@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -155,7 +156,7 @@ def extract(
         _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    options = ExtractOptions(mode=mode, dtype=dtype, channel=channel, save_every_files=save_every)
+    options = _run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks)
     _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary)
 
@@ -304,9 +305,9 @@ def _fail(exc: W2VEmbedError) -> None:
     raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
-def _run(func, *args) -> None:
+def _run(func, *args):
     try:
-        func(*args)
+        return func(*args)
     except W2VEmbedError as exc:
         _fail(exc)
     except KeyboardInterrupt:

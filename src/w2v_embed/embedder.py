@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from .pooling import POOLING_MODES, Pooler
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
+MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 20
 Features = dict[int, np.ndarray]
 
 
@@ -63,6 +65,26 @@ def parse_layers(spec: str | Sequence[int], num_layers: int) -> tuple[int, ...]:
             raise UsageError(f"--layers: layer {value} does not exist (this model has layers 0..{num_layers})")
         out.add(layer)
     return tuple(sorted(out))
+
+
+def _check_options(options: EmbedOptions) -> None:
+    """Every bad value is refused by the option's name; none is silently replaced by a default."""
+    if options.pool not in POOLING_MODES:
+        raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
+    _check_seconds("--chunk-seconds", options.chunk_seconds, zero_ok=True)
+    if 0 < options.chunk_seconds < MIN_CHUNK_SECONDS:  # shorter rounds to zero frames, i.e. silently no chunking
+        raise UsageError(f"--chunk-seconds {options.chunk_seconds:g}: expected 0 (never chunk) or at least {MIN_CHUNK_SECONDS:g}")
+    _check_seconds("--context-seconds", options.context_seconds, zero_ok=True)
+    if options.max_batch_seconds is not None:
+        _check_seconds("--max-batch-seconds", options.max_batch_seconds, zero_ok=False)
+    _check_seconds("lookahead_seconds", options.lookahead_seconds, zero_ok=True)
+    if options.batch_size is not None and options.batch_size < 1:
+        raise UsageError(f"--batch-size {options.batch_size}: expected a whole number >= 1")
+
+
+def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise UsageError(f"{option} {value:g}: expected a finite number of seconds {'>=' if zero_ok else '>'} 0")
 
 
 def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -111,12 +133,7 @@ class Embedder:
         self._configure(options)
 
     def _configure(self, options: EmbedOptions) -> None:
-        if options.pool not in POOLING_MODES:
-            raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
-        if options.chunk_seconds < 0 or options.context_seconds < 0:
-            raise UsageError("--chunk-seconds and --context-seconds must be >= 0")
-        if (options.batch_size or 1) < 1 or (options.max_batch_seconds or 1) <= 0:
-            raise UsageError("--batch-size must be >= 1 and --max-batch-seconds > 0")
+        _check_options(options)
         self.options = options
         self.layers = parse_layers(options.layers, self.info.num_layers)
         self.model.prepare(max(self.layers))

@@ -7,6 +7,7 @@ written by the FeatureWriter, which keeps finished work safe across crashes and 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,7 @@ import numpy as np
 from .audio import Decoded, decode
 from .discover import AudioFile
 from .embedder import Embedder
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 from .store import FeatureWriter, RunInfo
 
 T = TypeVar("T")
@@ -38,6 +39,14 @@ class ExtractOptions:
     decode_ahead: int = 2  # decoded files waiting for the model: an hour of audio is 230 MB
     save_every_files: int = 64  # finished files are made crash-safe at least this often …
     save_every_seconds: float = 20.0  # … and at least this often
+
+    def __post_init__(self) -> None:
+        if self.channel is not None and self.channel < 0:
+            raise UsageError(f"--channel {self.channel}: expected a channel number >= 0 (0 is the first)")
+        if self.save_every_files < 1:
+            raise UsageError(f"--save-every {self.save_every_files}: expected a number of files >= 1")
+        if not math.isfinite(self.save_every_seconds) or self.save_every_seconds < 0:
+            raise UsageError(f"save_every_seconds {self.save_every_seconds}: expected a finite number >= 0")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunking import FrameGrid
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 from .graphcut import cut_model, read_metadata
 
 INPUT_NAMES = ("input_values", "lengths")
@@ -100,7 +100,7 @@ def select_providers(device: str) -> list[str]:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "auto":
         return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
-    raise W2VEmbedError(f"--device {device}: expected auto, cpu or cuda")
+    raise UsageError(f"--device {device}: expected auto, cpu or cuda")
 
 
 def default_threads() -> int:
@@ -109,6 +109,14 @@ def default_threads() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:
         return max(os.cpu_count() or 1, 1)
+
+
+def check_threads(threads: int) -> int:
+    """Refuse what cannot help: far more threads than cores only contend (1000 ran 60x slower)."""
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= threads <= most:
+        raise UsageError(f"--threads {threads}: expected 1..{most} (this machine has {os.cpu_count()} cores)")
+    return threads
 
 
 def default_model_path() -> Path:
@@ -136,7 +144,7 @@ class OnnxModel:
             raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
         self.providers = select_providers(device)
         self.requested_device = device
-        self.threads = threads or default_threads()
+        self.threads = default_threads() if threads is None else check_threads(threads)
         try:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
         except ValueError as exc:
