@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -68,3 +70,76 @@ def test_resume_with_another_channel_is_refused(onnx_model, tmp_path):
     extract_to(out, [stereo], onnx_model("group"), channel=1)
     with pytest.raises(W2VEmbedError, match="cannot resume: .* channel 1, this run asks for mean"):
         extract_to(out, [stereo], onnx_model("group"), "resume")
+
+
+def _can_mount_tmpfs() -> bool:
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d; rmdir $d"
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", probe],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size={size}k tmpfs {disk}
+{extract} > {tmp}/first.out 2> {tmp}/first.err; echo $? > {tmp}/first.rc
+ls -A {disk} {disk}/out.h5.parts > {tmp}/listing 2>&1
+mount -o remount,size=64m {disk}  # space freed
+{extract} --resume > /dev/null 2> {tmp}/second.err; echo $? > {tmp}/second.rc
+cp {disk}/out.h5 {tmp}/out.h5
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and mount (user namespaces) for a small tmpfs")
+@pytest.mark.parametrize("size_kib, when", [(600, "segment"), (4500, "merge")])
+def test_full_disk_is_one_line_then_resume_completes(onnx_model, tmp_path, size_kib, when):
+    """A real full disk (a tmpfs in a user namespace), filling at a segment commit or in the final merge."""
+    corpus = tmp_path / "corpus"
+    for i in range(20):
+        write_audio(corpus / f"{i:02d}.wav", sine(6.0, 16_000, freq=200 + 20 * i), 16_000)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    extract = (f"{sys.executable} -m w2v_embed extract {corpus} -o {disk}/out.h5 -m {onnx_model('group')} "
+               "--pool none --layers all --save-every 2")
+    script = FULL_DISK.format(size=size_kib, disk=disk, tmp=tmp_path, extract=extract)
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script], check=True, timeout=600,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    first_err = (tmp_path / "first.err").read_text()
+    assert (tmp_path / "first.rc").read_text().strip() == "1", first_err
+    assert first_err.startswith("error: no space left on the device of ") and first_err.count("\n") == 1, first_err
+    listing = (tmp_path / "listing").read_text()
+    assert ".tmp" not in listing  # no temp file left on the full disk
+    assert (listing.count("seg-") == 10) == (when == "merge"), listing  # where it filled up
+    assert (tmp_path / "second.rc").read_text().strip() == "0", (tmp_path / "second.err").read_text()
+    frames = load(tmp_path / "out.h5", layer=3)
+    assert sorted(frames) == [f"{corpus}/{i:02d}.wav" for i in range(20)]
+
+
+@pytest.mark.parametrize("mode", [[], ["--overwrite"], ["--resume"]])
+def test_output_path_that_is_a_folder_is_a_usage_error(onnx_model, tmp_path, mode):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+
+    wav = write_audio(tmp_path / "a.wav", sine(1.0, 16_000), 16_000)
+    result = CliRunner().invoke(app, ["extract", str(wav), "-o", str(tmp_path), "-m", str(onnx_model("group")), *mode])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {tmp_path} is a folder; give a file name")
+    assert result.output.count("\n") == 1, result.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and mount (user namespaces) for a read-only tmpfs")
+def test_read_only_file_system_is_one_line(onnx_model, tmp_path):
+    wav = write_audio(tmp_path / "a.wav", sine(1.0, 16_000), 16_000)
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o ro,size=64k tmpfs {disk} && {sys.executable} -m w2v_embed extract {wav} "
+              f"-o {disk}/sub/out.h5 -m {onnx_model('group')}")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: cannot write {disk}/sub/out.h5: Read-only file system\n"

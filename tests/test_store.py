@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from w2v_embed import __version__
-from w2v_embed.errors import W2VEmbedError
+from w2v_embed.errors import UsageError, W2VEmbedError
 from w2v_embed.store import FeatureWriter, RunInfo, load, read_summary
 
 HIDDEN = 8
@@ -478,3 +479,40 @@ def test_outputs_from_before_the_new_settings_were_recorded_still_resume(tmp_pat
     out = write(tmp_path / "x.h5", old, [0])
     write(out, info_for(), [1], mode="resume")  # unrecorded (empty) settings are not compared
     assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def _fill_then_fail(path, *args):
+    """What a full disk does to an HDF5 write: part of the file is there, then ENOSPC."""
+    Path(path).write_bytes(b"\0" * 4096)
+    raise OSError(errno.ENOSPC, "Can't close file (file write failed: errno = 28, error message = 'No space left on device')")
+
+
+def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info_for(), commit_every_files=2)
+    add(writer, 0)
+    add(writer, 1)  # committed
+    monkeypatch.setattr("w2v_embed.store._write_segment", _fill_then_fail)
+    add(writer, 2)
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
+        add(writer, 3)
+    assert sorted(p.name for p in (tmp_path / "x.h5.parts").iterdir()) == ["run.json", "seg-000001.h5"]
+    monkeypatch.setattr("w2v_embed.store._merge", lambda paths, out, info: _fill_then_fail(out))  # in the final assembly
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*; free some space"):
+        writer.close()
+    assert leftovers(out) == ["x.h5.parts"] and not out.exists()
+    monkeypatch.undo()  # space freed
+    write(out, info_for(), range(5), mode="resume")
+    assert load(out)[0] == [name_of(i) for i in range(5)]
+
+
+def test_output_that_is_a_folder_or_unwritable_is_one_error(tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match=r"is a folder; give a file name"):
+        FeatureWriter(tmp_path, info_for(), "overwrite")
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(W2VEmbedError, match=r"^cannot write .*ro\.h5: Read-only file system$"):
+        FeatureWriter(tmp_path / "sub" / "ro.h5", info_for())

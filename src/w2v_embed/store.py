@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 
 try:  # POSIX only; without it (Windows) runs are not protected against a second writer
     import fcntl
@@ -185,6 +186,8 @@ class FeatureWriter:
         if commit_every_files < 1 or commit_every_seconds < 0:
             raise W2VEmbedError("commit_every_files must be >= 1 and commit_every_seconds >= 0")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a folder; give a file name, e.g. {self.path / 'features.h5'}")
         self.info = info
         self.parts = _parts_dir(self.path)
         self.commit_every_files = commit_every_files
@@ -193,13 +196,14 @@ class FeatureWriter:
         self._buffer = _Buffer()
         self._dtype = np.dtype(info.dtype)
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _Lock(self.path)
-        try:
-            self._prepare(mode)
-        except BaseException:
-            self._lock.release()
-            raise
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _Lock(self.path)
+            try:
+                self._prepare(mode)
+            except BaseException:
+                self._lock.release()
+                raise
         self._next_segment = max(_segment_numbers(self.parts), default=0) + 1
         self._last_commit = time.monotonic()
 
@@ -303,9 +307,10 @@ class FeatureWriter:
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
         temp = final.with_name(final.name + ".tmp")
         try:
-            _write_segment(temp, self.info, self._buffer)
-            _fsync_file(temp)
-            os.replace(temp, final)
+            with _writing(self.parts):
+                _write_segment(temp, self.info, self._buffer)
+                _fsync_file(temp)
+                os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -324,9 +329,10 @@ class FeatureWriter:
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             try:
                 sources = ([self.path] if self._merges_output() else []) + _segments(self.parts)
-                _merge(sources, temp, self.info)
-                _fsync_file(temp)
-                os.replace(temp, self.path)
+                with _writing(self.path):
+                    _merge(sources, temp, self.info)
+                    _fsync_file(temp)
+                    os.replace(temp, self.path)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -367,6 +373,20 @@ class FeatureWriter:
             self.close()
         else:
             self.abort()
+
+
+@contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only folder, no permission) into one line naming `where`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            message = f"no space left on the device of {where}; free some space and rerun with --resume (finished files are kept)"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            message = f"cannot write {where}: {reason}"
+        raise W2VEmbedError(message) from None
 
 
 # -- locking ---------------------------------------------------------------------------------------
@@ -528,6 +548,67 @@ def _encode_strings(strings: list[str]) -> np.ndarray:
     return np.array([s.encode("utf-8", "surrogateescape") for s in strings], dtype=object)
 
 
+class _UnfailingFile:
+    """A file for h5py that never tells HDF5 a write failed: HDF5 2.0 keeps a file it could not write
+    half-open and crashes at interpreter exit (a full disk ended in exit 139). The first OSError is kept
+    for `_create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "w+b")  # noqa: SIM115 (closed by _create_h5)
+        self.error: OSError | None = None
+
+    def _guard(self, operation: Any, *args: Any) -> Any:
+        if self.error is None:
+            try:
+                return operation(*args)
+            except OSError as exc:
+                self.error = exc
+        return None
+
+    def write(self, data: Any) -> int:
+        self._guard(self._file.write, data)
+        return memoryview(data).nbytes
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._guard(self._file.flush)  # a buffered seek flushes; its failure is a write failure
+        return self._file.raw.seek(offset, whence) if self.error else self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def truncate(self, size: int | None = None) -> None:
+        self._guard(self._file.truncate, size)
+
+    def flush(self) -> None:
+        self._guard(self._file.flush)
+
+    def close(self) -> None:
+        self._guard(self._file.close)
+        self._file.close()  # after a failed flush: releases the descriptor without retrying the write
+
+
+@contextmanager
+def _create_h5(path: Path) -> Iterator[h5py.File]:
+    """h5py.File(path, "w") whose write errors (ENOSPC, EIO …) are raised here, after HDF5 closed the file."""
+    target = _UnfailingFile(path)
+    try:
+        with h5py.File(target, "w") as f:
+            yield f
+    except Exception:
+        if target.error is None:
+            raise
+    finally:
+        target.close()
+    if target.error is not None:
+        raise target.error
+
+
 # -- writing the layout ----------------------------------------------------------------------------
 
 
@@ -561,7 +642,7 @@ def _create_layout(
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
     entries = buffer.entries
     lengths = [len(e.features[info.layers[0]]) for e in entries] if info.frame_level else []
-    with h5py.File(path, "w") as f:
+    with _create_h5(path) as f:
         _create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
         if entries:
             f["paths"][:] = _encode_strings([e.name for e in entries])
@@ -628,7 +709,7 @@ def _merge(paths: list[Path], out: Path, info: RunInfo) -> None:
     sources, failures = _plan(paths, info)
     rows = sum(int(s.keep.sum()) for s in sources)
     frames = sum(int(s.offsets[b] - s.offsets[a]) for s in sources if s.offsets is not None for a, b in _runs(s.keep))
-    with h5py.File(out, "w") as f:
+    with _create_h5(out) as f:
         _create_layout(f, info, rows, frames, failures, resizable=True)
         row = frame = 0
         for source in sources:
