@@ -516,3 +516,19 @@ def test_output_that_is_a_folder_or_unwritable_is_one_error(tmp_path, monkeypatc
     monkeypatch.setattr(Path, "mkdir", read_only)
     with pytest.raises(W2VEmbedError, match=r"^cannot write .*ro\.h5: Read-only file system$"):
         FeatureWriter(tmp_path / "sub" / "ro.h5", info_for())
+
+
+def test_a_lock_file_deleted_by_hand_stops_the_first_writer_before_it_writes(tmp_path):
+    out, lock = tmp_path / "x.h5", tmp_path / "x.h5.lock"
+    first = FeatureWriter(out, info_for(), commit_every_files=2)
+    add(first, 0)
+    lock.unlink()  # by hand, "it looked stale"
+    second = FeatureWriter(out, info_for(), "resume", commit_every_files=1)  # nothing tells it about the first
+    add(second, 1)  # committed as seg-000001
+    with pytest.raises(W2VEmbedError, match=r"x\.h5\.lock was removed or replaced while this run held it"):
+        add(first, 2)  # its commit would write seg-000001 over the second's
+    with pytest.raises(W2VEmbedError, match="was removed or replaced"):
+        first.close()  # nothing is merged either
+    assert lock.exists()  # the second writer's lock is left alone
+    second.close()
+    assert load(out)[0] == [name_of(1)]

@@ -302,6 +302,7 @@ class FeatureWriter:
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
+        self._lock.verify()
         if not len(self._buffer):
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
@@ -332,6 +333,7 @@ class FeatureWriter:
                 with _writing(self.path):
                     _merge(sources, temp, self.info)
                     _fsync_file(temp)
+                    self._lock.verify()  # a merge can take minutes
                     os.replace(temp, self.path)
             except BaseException:
                 temp.unlink(missing_ok=True)
@@ -420,10 +422,21 @@ class _Lock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
+    def verify(self) -> None:
+        """Refuse to write on when OUT.h5.lock is no longer the file we locked: deleted by hand, a second
+        writer locks a new one and both write the same parts (the first then reported files it lost)."""
+        if self.fd is not None and not _same_file(self.fd, self.path):
+            raise W2VEmbedError(
+                f"{self.path} was removed or replaced while this run held it, so another w2v-embed process may be "
+                "writing the same output; stopped without saving the files since the last commit. "
+                "When no other run is active, continue with --resume"
+            )
+
     def release(self) -> None:
         if self.fd is None:
             return
-        self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
+        if _same_file(self.fd, self.path):  # never another writer's lock
+            self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
         os.close(self.fd)
         self.fd = None
 
