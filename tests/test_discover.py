@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from w2v_embed.discover import DEFAULT_EXTENSIONS, AudioFile, DiscoverError, discover, read_file_list
-from w2v_embed.errors import W2VEmbedError
+from w2v_embed.discover import DEFAULT_EXTENSIONS, AudioFile, discover, read_file_list
 
 
 def touch(root: Path, *names: str) -> None:
@@ -168,16 +167,24 @@ def test_symlinked_and_broken_files_are_included(tmp_path, monkeypatch):
     assert found[2].path.is_symlink() and not found[2].path.exists()
 
 
-def test_special_files_are_skipped(tmp_path, monkeypatch):
+def test_read_file_list():
+    lines = ["  a.wav\n", "\n", "b dir/c.flac\r\n", "   ", "a.wav", "d.mp3"]
+    assert read_file_list(lines) == ["a.wav", "b dir/c.flac", "a.wav", "d.mp3"]
+    assert read_file_list([]) == []
+    assert read_file_list(iter("x\ny\n".splitlines())) == ["x", "y"]
+
+
+def test_special_files_with_audio_names_are_reported_not_skipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "d", "a.wav")
-    os.mkfifo(tmp_path / "d" / "pipe.wav")
-    assert names(discover(["d"])) == ["d/a.wav"]
+    os.mkfifo(tmp_path / "d" / "pipe.wav")  # its name says audio: the pipeline fails it with a reason
+    os.mkfifo(tmp_path / "d" / "other.fifo")  # not an audio name: ignored like any other file
+    assert names(discover(["d"])) == ["d/a.wav", "d/pipe.wav"]
 
 
-def test_unlistable_folder_raises(tmp_path, monkeypatch):
+def test_an_unlistable_folder_is_recorded_and_the_walk_goes_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    touch(tmp_path / "d", "a.wav", "locked/b.wav")
+    touch(tmp_path / "d", "a.wav", "locked/b.wav", "z/c.wav")
     real_scandir = os.scandir
 
     def scandir(path):
@@ -186,16 +193,7 @@ def test_unlistable_folder_raises(tmp_path, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.raises(DiscoverError, match="^cannot list d/locked: Permission denied$"):
-        discover(["d"])
-
-
-def test_discover_error_is_a_project_error():
-    assert issubclass(DiscoverError, W2VEmbedError)
-
-
-def test_read_file_list():
-    lines = ["  a.wav\n", "\n", "b dir/c.flac\r\n", "   ", "a.wav", "d.mp3"]
-    assert read_file_list(lines) == ["a.wav", "b dir/c.flac", "a.wav", "d.mp3"]
-    assert read_file_list([]) == []
-    assert read_file_list(iter("x\ny\n".splitlines())) == ["x", "y"]
+    found = discover(["d"])
+    assert names(found) == ["d/a.wav", "d/locked", "d/z/c.wav"]
+    assert found[1].problem == "cannot list folder d/locked: Permission denied"
+    assert found[0].problem is None

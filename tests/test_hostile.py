@@ -143,3 +143,44 @@ def test_read_only_file_system_is_one_line(onnx_model, tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert proc.returncode == 1
     assert proc.stderr == f"error: cannot write {disk}/sub/out.h5: Read-only file system\n"
+
+
+STUCK_DECODER = """
+import sys, threading
+sys.path.insert(0, {src!r})
+from w2v_embed.extract import prefetch
+
+def decode(item):
+    if item == 1:
+        threading.Event().wait()  # a read that never returns (a FIFO, a hung network mount)
+    return item
+
+for item, future in prefetch(decode, range(4), workers=2, ahead=2):
+    print(item, future.result(), flush=True)
+    if item == 0:
+        raise KeyboardInterrupt  # Ctrl-C while the other decoder is stuck
+"""
+
+
+def test_ctrl_c_ends_the_run_even_while_a_decoder_is_stuck(tmp_path):
+    script = STUCK_DECODER.format(src=str(Path(__file__).parents[1] / "src"))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "0 0\n" and "KeyboardInterrupt" in proc.stderr
+
+
+def test_named_pipes_and_unlistable_folders_fail_with_a_reason_and_the_run_goes_on(onnx_model, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    write_audio(corpus / "a.wav", sine(1.0, 16_000), 16_000)
+    bad_inputs.fifo(corpus / "pipe.wav")
+    write_audio(corpus / "locked" / "b.wav", sine(1.0, 16_000), 16_000)
+    given = bad_inputs.fifo(tmp_path / "given.wav")
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if str(p).endswith("locked") else real_scandir(p))  # root reads any folder: simulate it
+    summary = extract_to(tmp_path / "out.h5", [corpus, given], onnx_model("group"))
+    assert summary.ok == 1
+    assert dict(summary.failures) == {
+        f"{corpus}/locked": f"cannot list folder {corpus}/locked: Permission denied",
+        f"{corpus}/pipe.wav": f"cannot decode {corpus}/pipe.wav: not a regular file (a named pipe)",
+        str(given): f"cannot decode {given}: not a regular file (a named pipe)",
+    }

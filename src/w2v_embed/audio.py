@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -124,16 +125,25 @@ def _check_path(path: Path) -> None:
         raise AudioError(f"cannot decode {path}: no such file")
     if not path.exists():
         raise AudioError(f"cannot decode {path}: broken symlink (-> {os.readlink(path)})")
-    if path.is_dir():
-        raise AudioError(f"cannot decode {path}: is a directory")
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise AudioError(f"cannot decode {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioError(f"cannot decode {path}: is a directory")
+    if not stat.S_ISREG(info.st_mode):  # never open one: reading a FIFO blocks until a writer comes
+        raise AudioError(f"cannot decode {path}: not a regular file ({_special_kind(info.st_mode)})")
+    size = info.st_size
     if not os.access(path, os.R_OK):
         raise AudioError(f"cannot decode {path}: permission denied")
-    if size == 0 and path.is_file():
+    if size == 0:
         raise AudioError(f"cannot decode {path}: empty file (0 bytes)")
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))  # fmt: skip
+    return next((words for test, words in kinds if test(mode)), "not a file")
 
 
 def _check_channel(path: Path, channel: int | None, channels: int) -> None:

@@ -11,21 +11,17 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import W2VEmbedError
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
     "wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "mp4", "webm", "wma", "aiff", "aif", "au",
 )  # fmt: skip
 
 
-class DiscoverError(W2VEmbedError):
-    """A folder that cannot be listed (permissions, I/O error)."""
-
-
 @dataclass(frozen=True)
 class AudioFile:
     path: Path  # where to read it
     name: str  # the key stored in the output's /paths
+    problem: str | None = None  # why it cannot be read, when discovery already knows (an unlistable folder)
 
 
 def discover(
@@ -43,8 +39,12 @@ def discover(
       `extensions` (case-insensitive, with or without the dot). A file's name is
       `os.path.join(folder as typed, path relative to the folder)`: input "corpus" gives
       "corpus/sub/b.flac", "./corpus/" gives "./corpus/sub/b.flac", "/data/c" gives "/data/c/x.wav".
-    - Symlinked files are included (broken ones too, for the pipeline to report); symlinked
-      folders are descended only with `follow_symlinks`, never into one of their own ancestors.
+    - Symlinked files are included (broken ones too, for the pipeline to report), and so are
+      named pipes, sockets and devices with an audio extension (decoding refuses them with a
+      reason); symlinked folders are descended only with `follow_symlinks`, never into one of
+      their own ancestors.
+    - A folder that cannot be listed is returned as an entry with a `problem`, so the pipeline
+      records it under /failed and the rest of the walk goes on.
     - The first occurrence of a name wins; later duplicates are dropped.
     """
     wanted = _normalize_extensions(extensions)
@@ -85,7 +85,9 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise DiscoverError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+            name = os.path.join(top, rel) if rel else top
+            yield AudioFile(Path(folder), name, f"cannot list folder {name}: {exc.strerror or exc}")
+            return
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -97,7 +99,7 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
                 if key is None or key in ancestors:
                     continue  # a symlink loop, or a folder gone since listing
                 yield from visit(entry.path, child_rel, ancestors | {key})
-            elif _is_file_or_broken_link(entry) and _suffix(entry.name) in wanted:
+            elif _suffix(entry.name) in wanted:
                 yield AudioFile(Path(entry.path), os.path.join(top, child_rel))
 
     root = _identity(top)
@@ -107,16 +109,6 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
 def _is_dir(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir(follow_symlinks=True)
-    except OSError:
-        return False
-
-
-def _is_file_or_broken_link(entry: os.DirEntry) -> bool:
-    """Regular files (through symlinks) and dangling symlinks; never FIFOs, sockets or devices."""
-    try:
-        if entry.is_file(follow_symlinks=True):
-            return True
-        return entry.is_symlink() and not os.path.exists(entry.path)
     except OSError:
         return False
 

@@ -8,12 +8,14 @@ written by the FeatureWriter, which keeps finished work safe across crashes and 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import TypeVar
 
 import numpy as np
@@ -68,15 +70,41 @@ Progress = Callable[[str, float], None]  # (file name, its seconds of audio), on
 
 
 def prefetch(func: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[tuple[T, Future[R]]]:
-    """Ordered map over a thread pool with at most `ahead` results in flight (decoders release the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="decode") as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
+    """Ordered map over worker threads with at most `ahead` results in flight (decoders release the GIL).
+
+    The workers are daemon threads, unlike ThreadPoolExecutor's, which the interpreter joins at exit: a
+    decoder stuck in a read that never returns (a hung network mount) cannot keep Ctrl-C from ending the run.
+    """
+    jobs: SimpleQueue[tuple[T, Future[R]] | None] = SimpleQueue()
+    threads = [
+        threading.Thread(target=_work, args=(func, jobs), name=f"decode-{i}", daemon=True) for i in range(max(workers, 1))
+    ]
+    for thread in threads:
+        thread.start()
+    pending: deque[tuple[T, Future[R]]] = deque()
+    try:
         for item in items:
-            pending.append((item, pool.submit(func, item)))
+            pending.append((item, Future()))
+            jobs.put(pending[-1])
             if len(pending) >= ahead:
                 yield pending.popleft()
         while pending:
             yield pending.popleft()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        for _ in threads:
+            jobs.put(None)
+
+
+def _work(func: Callable[[T], R], jobs: SimpleQueue[tuple[T, Future[R]] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        item, future = job
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(func(item))
+            except BaseException as exc:  # handed to the consumer, like ThreadPoolExecutor does
+                future.set_exception(exc)
 
 
 def extract(
@@ -116,6 +144,8 @@ def extract(
             progress(name, 0.0)
 
     def load(file: AudioFile) -> Decoded:
+        if file.problem:
+            raise W2VEmbedError(file.problem)
         return decode(file.path, channel=options.channel, target_rate=info.sample_rate)
 
     def signals() -> Iterator[tuple[str, np.ndarray]]:
