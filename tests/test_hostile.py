@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 import bad_inputs
@@ -184,3 +188,33 @@ def test_named_pipes_and_unlistable_folders_fail_with_a_reason_and_the_run_goes_
         f"{corpus}/pipe.wav": f"cannot decode {corpus}/pipe.wav: not a regular file (a named pipe)",
         str(given): f"cannot decode {given}: not a regular file (a named pipe)",
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_overwrite_keeps_the_old_output_and_saves_finished_files(onnx_model, tmp_path, sig, code):
+    old_corpus, corpus = tmp_path / "old", tmp_path / "new"
+    write_audio(old_corpus / "x.wav", sine(1.0, 16_000), 16_000)
+    for i in range(200):
+        write_audio(corpus / f"{i:03d}.wav", sine(10.0, 16_000, freq=100 + 5 * i), 16_000)
+    model, out = str(onnx_model("group")), tmp_path / "out.h5"
+    assert cli("extract", str(old_corpus), "-o", str(out), "-m", model).returncode == 0
+    before = load(out)
+    args = ["extract", str(corpus), "-o", str(out), "-m", model, "--layers", "all", "--save-every", "1000",
+            "--batch-size", "1", "--threads", "1"]
+    victim = subprocess.Popen([sys.executable, "-m", "w2v_embed", *args, "--overwrite", "--progress-seconds", "0.2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in victim.stderr:  # stderr is a pipe: the periodic progress lines of a batch job
+        if line.startswith("progress: ") and int(line.split()[1].split("/")[0]) >= 5:
+            break  # some files are done, none committed yet (every 1000 files or 20 s)
+    victim.send_signal(sig)
+    stderr = victim.stderr.read()
+    victim.wait(timeout=120)
+    assert victim.returncode == code, stderr
+    assert "finished files are saved; rerun with --resume to continue" in stderr
+    paths, x = load(out)  # the old output is untouched
+    assert paths == before[0] and np.array_equal(x, before[1])
+    proc = cli(*args, "--resume", "--json-summary")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["skipped"] > 0  # what was done before the signal was kept
+    assert sorted(load(out)[0]) == [f"{corpus}/{i:03d}.wav" for i in range(200)]

@@ -7,8 +7,11 @@ W2VEmbedError becomes one red line on stderr (exit 1, or 2 for usage errors).
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -135,6 +138,7 @@ def extract(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
     save_every: Annotated[int, typer.Option(help="Make finished files crash-safe at least every N files (and every 20 s).")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    progress_seconds: Annotated[float, typer.Option(help="When stderr is not a terminal (batch jobs): a progress line this often; 0 = none.")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
@@ -158,7 +162,9 @@ def extract(
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = _run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks)
-    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary)
+    if not math.isfinite(progress_seconds) or progress_seconds < 0:
+        _fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
+    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds)
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ class _Selection:
 
 
 def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
-             embed: object, options: object, quiet: bool, json_summary: bool) -> None:
+             embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float) -> None:
     from .embedder import Embedder
     from .extract import extract
 
@@ -199,9 +205,10 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
-    show = not quiet and not json_summary and err.is_terminal
-    with _progress(show, len(files)) as advance:
-        summary = extract(files, output, embedder, options, progress=advance)
+    show = not quiet and not json_summary
+    with _progress(show and err.is_terminal, len(files)) as bar:
+        log = _ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
+        summary = extract(files, output, embedder, options, progress=bar or log)
     for name, reason in summary.failures:
         err.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
     if json_summary:
@@ -229,8 +236,6 @@ class _progress:
     def __enter__(self):
         if not self.show:
             return None
-        import time
-
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
@@ -252,6 +257,25 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.show:
             self.bar.__exit__(*exc)
+
+
+class _ProgressLog:
+    """Batch jobs get no progress bar (stderr is a log file): one line every `every` seconds instead."""
+
+    def __init__(self, total: int, every: float) -> None:
+        self.total, self.every = total, every
+        self.started = self.last = time.perf_counter()
+        self.files, self.audio_seconds = 0, 0.0
+
+    def __call__(self, name: str, audio_seconds: float) -> None:
+        self.files += 1
+        self.audio_seconds += audio_seconds
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            speed = self.audio_seconds / max(now - self.started, 1e-9)
+            err.print(f"progress: {self.files}/{self.total} files, {self.audio_seconds / 3600:.2f} h audio, "
+                      f"{speed:.1f}× real-time, {now - self.started:.0f} s", highlight=False)
 
 
 @app.command()
@@ -305,14 +329,26 @@ def _fail(exc: W2VEmbedError) -> None:
     raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, docker stop and systemd send), raised in the main thread to end a run like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _run(func, *args):
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return func(*args)
     except W2VEmbedError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted:[/] finished files are saved; rerun with --resume to continue")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:
+        what, code = ("terminated", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        err.print(f"[bold red]{what}:[/] finished files are saved; rerun with --resume to continue")
+        raise typer.Exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:
