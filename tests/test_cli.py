@@ -260,3 +260,18 @@ def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, t
     assert result.exit_code == 2, result.output
     assert f"error: {option} " in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_info_on_an_unfinished_output_says_what_load_says(tmp_path):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+    from w2v_embed.store import FeatureWriter, RunInfo
+
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, RunInfo("m", "ab" * 32, (1,), "mean", 4))
+    writer.add("a.wav", 400, 16_000, {1: np.zeros(4, np.float32)})
+    writer.abort()  # as after Ctrl-C
+    result = CliRunner().invoke(app, ["info", str(out)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {out} is not finished yet; rerun the extraction with --resume to complete it\n"

@@ -218,3 +218,20 @@ def test_signal_during_overwrite_keeps_the_old_output_and_saves_finished_files(o
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["skipped"] > 0  # what was done before the signal was kept
     assert sorted(load(out)[0]) == [f"{corpus}/{i:03d}.wav" for i in range(200)]
+
+
+def test_a_truncated_model_is_reported_as_truncated_or_corrupt(onnx_model, tmp_path):
+    from w2v_embed.runtime import OnnxModel
+
+    model = bad_inputs.truncated(onnx_model("group"), tmp_path / "cut.onnx", keep_bytes=100_000)
+    with pytest.raises(W2VEmbedError, match=r"cut\.onnx: truncated or corrupt ONNX file \(100000 bytes; .*Protobuf parsing"):
+        OnnxModel(model, device="cpu")
+
+
+@pytest.mark.parametrize("rate", [1, 100, 10_000_000])
+def test_absurd_sample_rates_are_refused(tmp_path, rate):
+    from w2v_embed.audio import AudioError, decode
+
+    path = bad_inputs.wav_claiming_rate(tmp_path / "odd.wav", rate)
+    with pytest.raises(AudioError, match=rf"odd\.wav: sample rate {rate} Hz in the header is not plausible for audio \(expected 1000 to 768000\)"):
+        decode(path)

@@ -30,6 +30,7 @@ import soxr
 from .errors import W2VEmbedError
 
 TARGET_SAMPLE_RATE = 16000
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1_000, 768_000  # Hz; outside: a broken or hostile header, not audio
 BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer alive at a time
 NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 _NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
@@ -67,6 +68,7 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
         return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc))
     with reader:
         rate, channels = int(reader.samplerate), int(reader.channels)
+        _check_rate(path, rate)
         _check_channel(path, channel, channels)
         block = max(int(rate * BLOCK_SECONDS), 1)
         expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
@@ -144,6 +146,15 @@ def _special_kind(mode: int) -> str:
     kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"))  # fmt: skip
     return next((words for test, words in kinds if test(mode)), "not a file")
+
+
+def _check_rate(path: Path, rate: int) -> None:
+    """A header claiming 1 Hz turned 64 kB into 8.9 hours of audio (and 2.6 GB of memory) at 16 kHz."""
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(
+            f"cannot decode {path}: sample rate {rate} Hz in the header is not plausible for audio "
+            f"(expected {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE})"
+        )
 
 
 def _check_channel(path: Path, channel: int | None, channels: int) -> None:
@@ -257,6 +268,7 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
                 else:
                     reason = f"ffmpeg: {reason}"
                 raise AudioError(f"cannot decode {path}: {reason}") from None
+            _check_rate(path, rate)
             _check_channel(path, channel, channels)
             blocks = _pcm_blocks(process.stdout, channels, max(int(rate * BLOCK_SECONDS), 1))
             samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)

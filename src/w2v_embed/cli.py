@@ -292,11 +292,12 @@ def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exp
 
 
 def _info(path: Path) -> None:
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
     table = Table(show_header=False, title=str(path))
     if path.suffix == ".onnx":
         from .runtime import OnnxModel
+
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
 
         model = OnnxModel(path, device="cpu")
         model_info = model.info

@@ -135,6 +135,19 @@ def default_model_path() -> Path:
     raise W2VEmbedError(f"several models under models/ ({names}); pick one with -m or $W2V_EMBED_MODEL")
 
 
+def _check_loadable(path: Path) -> None:
+    """Say "truncated or corrupt" for a file that ONNX Runtime cannot parse, rather than "not a w2v-embed model"."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+        raise W2VEmbedError(
+            f"{path}: truncated or corrupt ONNX file ({path.stat().st_size} bytes; {str(exc).splitlines()[0]}); "
+            "copy or export it again"
+        ) from exc
+
+
 class OnnxModel:
     """An exported wav2vec2 model; one ONNX Runtime session per depth, so `--layers 6` stops at layer 6."""
 
@@ -149,6 +162,9 @@ class OnnxModel:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
         except ValueError as exc:
             raise W2VEmbedError(f"{self.path}: not an ONNX model ({exc})") from exc
+        except W2VEmbedError:
+            _check_loadable(self.path)  # metadata is stored last: a truncated copy loses it first
+            raise
         self.sessions: dict[int, object] = {}
 
     @functools.cached_property
