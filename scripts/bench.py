@@ -167,7 +167,7 @@ def make_model(size: str, workdir: Path, quantize: str | None = None) -> tuple[P
         torch.manual_seed(0)
         Wav2Vec2Model(Wav2Vec2Config(**config)).save_pretrained(checkpoint)
     output = workdir / f"{size}{'-' + quantize if quantize else ''}.onnx"
-    result = export_model(str(checkpoint), ExportOptions(output=output, verify=False, quantize=quantize))
+    result = export_model(str(checkpoint), ExportOptions(output=output, verify=False, quantize=quantize, overwrite=True))
     return checkpoint, result.path, config
 
 

@@ -196,3 +196,18 @@ def test_int8_export_that_loses_accuracy_is_refused(checkpoint_dir, tmp_path):
     with pytest.raises(W2VEmbedError, match="int8 accuracy check failed"):
         export_model(str(checkpoint_dir("stable")), ExportOptions(output=out, quantize="int8", min_cosine=1.000001))
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_export_refuses_an_existing_file_or_a_folder_before_working(checkpoint_dir, tmp_path, monkeypatch):
+    from w2v_embed.errors import UsageError
+
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"an earlier model")
+    monkeypatch.setattr("w2v_embed.export.resolve", lambda *a: pytest.fail("refuse before fetching anything"))
+    with pytest.raises(UsageError, match=r"m\.onnx exists; pass --overwrite to replace it"):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=existing, verify=False))
+    with pytest.raises(UsageError, match=r"is a folder; give a file name, e\.g\. .*model\.onnx"):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=tmp_path, verify=False))
+    monkeypatch.undo()
+    export_model(str(checkpoint_dir("group")), ExportOptions(output=existing, verify=False, overwrite=True))
+    assert OnnxModel(existing, device="cpu").info.num_layers == 3

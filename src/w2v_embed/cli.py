@@ -58,6 +58,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
 ) -> None:
     """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
 
@@ -73,7 +74,7 @@ def export(
     """
     from .export import ExportOptions
 
-    options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize)
+    options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize, overwrite=overwrite)
     _run(_export, source, options)
 
 

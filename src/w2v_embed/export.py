@@ -32,6 +32,7 @@ class ExportOptions:
     tolerance: float = 1e-4
     quantize: str | None = None  # "int8": dynamic int8 MatMuls for CPU; "fp16": half precision for CUDA
     min_cosine: float = 0.995  # a quantized model must keep at least this cosine to float32 on every layer
+    overwrite: bool = False  # replace an existing output file
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,11 @@ def export_model(source: str, options: ExportOptions = ExportOptions()) -> Expor
     started = time.perf_counter()
     if options.quantize is not None and options.quantize not in PRECISIONS:
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
+    target = Path(options.output) if options.output else default_output(source)
+    _check_target(target, options.overwrite)
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir)
     reference = load_reference_model(checkpoint)
     info = model_info(checkpoint, reference.config)
-    target = Path(options.output) if options.output else default_output(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
@@ -150,6 +152,14 @@ def export_model(source: str, options: ExportOptions = ExportOptions()) -> Expor
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(target, info, report, time.perf_counter() - started, quantization)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Refuse before minutes of export and verification, and never replace a model silently."""
+    if target.is_dir():
+        raise UsageError(f"{target} is a folder; give a file name, e.g. {target / 'model.onnx'}")
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists; pass --overwrite to replace it")
 
 
 def _reduce_precision(
