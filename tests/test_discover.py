@@ -57,19 +57,20 @@ def test_paths_point_at_the_files(corpus):
     [
         ("corpus", "corpus/Z.flac"),
         ("corpus/", "corpus/Z.flac"),
-        ("./corpus", "./corpus/Z.flac"),
-        ("./corpus/", "./corpus/Z.flac"),
+        ("./corpus", "corpus/Z.flac"),
+        ("./corpus/", "corpus/Z.flac"),
+        (".//corpus/./", "corpus/Z.flac"),
         ("corpus/sub", "corpus/sub/b.flac"),
         ("corpus/sub/../sub", "corpus/sub/../sub/b.flac"),
     ],
 )
-def test_name_is_the_folder_as_typed_joined_with_the_relative_path(corpus, typed, first):
+def test_name_is_the_folder_as_typed_joined_with_the_relative_path_without_dot_parts(corpus, typed, first):
     assert names(discover([typed]))[0] == first
 
 
 def test_name_from_inside_the_folder(corpus, monkeypatch):
     monkeypatch.chdir(corpus / "corpus")
-    assert names(discover(["."]))[:2] == ["./Z.flac", "./a.WAV"]
+    assert names(discover(["."]))[:2] == ["Z.flac", "a.WAV"]
     assert names(discover(["sub"])) == ["sub/b.flac", "sub/deeper/c.MP3"]
 
 
@@ -119,8 +120,14 @@ def test_duplicates_keep_the_first(corpus):
     found = names(discover(["corpus/b.wav", "corpus", "corpus/sub", "corpus/b.wav"]))
     assert found.count("corpus/b.wav") == 1 and found.count("corpus/sub/b.flac") == 1
     assert found[0] == "corpus/b.wav" and len(found) == 6
-    # the same file under two spellings is two names: names are what the user typed
-    assert names(discover(["corpus/b.wav", "./corpus/b.wav"])) == ["corpus/b.wav", "./corpus/b.wav"]
+
+
+
+def test_the_same_file_spelled_three_ways_is_found_once_under_the_first_name(corpus):
+    spellings = ["corpus/b.wav", "./corpus/b.wav", str(corpus / "corpus" / "b.wav")]
+    found = discover(spellings)
+    assert names(found) == ["corpus/b.wav"] and found[0].path == Path("corpus/b.wav")
+    assert names(discover(["./corpus/", str(corpus / "corpus")])) == names(discover(["corpus"]))
 
 
 def test_empty_inputs(corpus):
@@ -197,3 +204,7 @@ def test_an_unlistable_folder_is_recorded_and_the_walk_goes_on(tmp_path, monkeyp
     assert names(found) == ["d/a.wav", "d/locked", "d/z/c.wav"]
     assert found[1].problem == "cannot list folder d/locked: Permission denied"
     assert found[0].problem is None
+
+
+def test_missing_files_spelled_two_ways_are_one_name(corpus):
+    assert names(discover(["nope/x.wav", "./nope//x.wav"])) == ["nope/x.wav"]

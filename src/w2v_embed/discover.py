@@ -1,11 +1,14 @@
 """Which files to process, and the name each one is stored under in the output's /paths.
 
-Names are built from the inputs exactly as the user typed them, so the same command gives the same
-keys on any machine (no absolute paths, no resolved symlinks) and a resumed run finds its files.
+Names are built from the inputs as the user typed them, so the same command gives the same keys on
+any machine (no absolute paths, no resolved symlinks) and a resumed run finds its files. Only "."
+parts and repeated or trailing slashes are dropped ("./corpus/" and "corpus" name files alike);
+".." stays, since resolving it by text is wrong across symlinks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,10 +48,12 @@ def discover(
       their own ancestors.
     - A folder that cannot be listed is returned as an entry with a `problem`, so the pipeline
       records it under /failed and the rest of the walk goes on.
-    - The first occurrence of a name wins; later duplicates are dropped.
+    - Names lose "." parts and repeated or trailing slashes: "./corpus/a.wav" is "corpus/a.wav".
+    - A file is returned once, under the first name it was found by: later duplicates of a name,
+      and other names of the same existing file ("c/a.wav", "/data/c/a.wav", a hard link), are dropped.
     """
     wanted = _normalize_extensions(extensions)
-    seen: set[str] = set()
+    seen: set[str | tuple[int, int]] = set()
     found: list[AudioFile] = []
     for raw in inputs:
         if not raw:
@@ -57,10 +62,18 @@ def discover(
             _walk(raw, wanted, recursive, follow_symlinks) if os.path.isdir(raw) else iter([AudioFile(Path(raw), raw)])
         )
         for file in candidates:
-            if file.name not in seen:
-                seen.add(file.name)
+            file = dataclasses.replace(file, name=_clean_name(file.name))
+            keys = {file.name, _identity(str(file.path))} - {None}
+            if not keys & seen:
+                seen.update(keys)
                 found.append(file)
     return found
+
+
+def _clean_name(name: str) -> str:
+    """Drop "." parts and empty ones (repeated or trailing slashes); keep a leading "/" and every ".."."""
+    parts = [part for part in name.split(os.sep) if part not in ("", ".")]
+    return (os.sep if name.startswith(os.sep) else "") + os.sep.join(parts) or "."
 
 
 def read_file_list(lines: Iterable[str]) -> list[str]:
