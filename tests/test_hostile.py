@@ -235,3 +235,18 @@ def test_absurd_sample_rates_are_refused(tmp_path, rate):
     path = bad_inputs.wav_claiming_rate(tmp_path / "odd.wav", rate)
     with pytest.raises(AudioError, match=rf"odd\.wav: sample rate {rate} Hz in the header is not plausible for audio \(expected 1000 to 768000\)"):
         decode(path)
+
+
+@pytest.mark.parametrize("fmt, subtype", [("wav", "PCM_16"), ("mp3", "MPEG_LAYER_III")])
+def test_truncated_audio_fails_instead_of_being_embedded_shorter(tmp_path, fmt, subtype):
+    from audio_utils import can_write, noise
+    from w2v_embed.audio import AudioError, decode
+
+    if not can_write(fmt.upper(), subtype):
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    whole = write_audio(tmp_path / f"whole.{fmt}", noise(5.0, 16_000), 16_000, subtype=subtype)
+    assert abs(len(decode(whole).samples) - 80_000) < 2_000
+    for keep in (1_000, whole.stat().st_size // 3):  # a download or copy cut short
+        cut = bad_inputs.truncated(whole, tmp_path / f"cut.{fmt}", keep)
+        with pytest.raises(AudioError, match=rf"cut\.{fmt}: truncated: the header promises 5\.0 s, the file holds \d\.\d+ s"):
+            decode(cut)

@@ -74,6 +74,7 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
         expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
         try:
             samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
+            _check_complete(path, reader)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return Decoded(samples, rate, channels)
@@ -155,6 +156,43 @@ def _check_rate(path: Path, rate: int) -> None:
             f"cannot decode {path}: sample rate {rate} Hz in the header is not plausible for audio "
             f"(expected {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE})"
         )
+
+
+def _check_complete(path: Path, reader: sf.SoundFile) -> None:
+    """Fail a file cut short (an interrupted copy or download) instead of embedding it as shorter audio.
+
+    Detected where a header states the length: an MP3's Xing/LAME frame count (libsndfile's `frames`),
+    and a WAV's data chunk size (libsndfile trims `frames` to the bytes present, so it is read here).
+    Ogg and header-less MP3 state no length: a cut there is not detectable before the decoder fails.
+    """
+    decoded = reader.tell()
+    promised = reader.frames
+    declared, present = _wav_data_sizes(path)
+    if declared > present > 0:
+        promised = round(reader.frames * declared / present)
+    slack = max(reader.samplerate // 2, promised // 100)  # an estimated length (VBR MP3), codec padding
+    if promised - decoded > slack:
+        raise AudioError(
+            f"cannot decode {path}: truncated: the header promises {promised / reader.samplerate:.1f} s, "
+            f"the file holds {decoded / reader.samplerate:.2f} s"
+        )
+
+
+def _wav_data_sizes(path: Path) -> tuple[int, int]:
+    """(bytes the RIFF data chunk declares, bytes present after its header); (0, 0) when not a plain WAV
+    or when the size is a streaming placeholder (0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        size = os.fstat(f.fileno()).st_size
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0, 0
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = struct.unpack_from("<4sI", head, pos)
+        if chunk == b"data":
+            return (0, 0) if length in (0, 0xFFFFFFFF) else (length, size - pos - 8)
+        pos += 8 + length + (length & 1)
+    return 0, 0
 
 
 def _check_channel(path: Path, channel: int | None, channels: int) -> None:
