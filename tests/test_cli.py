@@ -232,23 +232,14 @@ def test_m4a_through_ffmpeg(onnx_model, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, option",
-    [
-        (["--chunk-seconds", "nan"], "--chunk-seconds"),
-        (["--chunk-seconds", "0.01"], "--chunk-seconds"),
-        (["--context-seconds", "inf"], "--context-seconds"),
-        (["--max-batch-seconds", "0"], "--max-batch-seconds"),
-        (["--max-batch-seconds", "nan"], "--max-batch-seconds"),
-        (["--batch-size", "0"], "--batch-size"),
-        (["--threads", "0"], "--threads"),
-        (["--threads", "-1"], "--threads"),
-        (["--threads", "1000"], "--threads"),
-        (["--save-every", "0"], "--save-every"),
-        (["--device", "gpu"], "--device"),
-        (["--channel", "-1"], "--channel"),
-    ],
+    "option, value",
+    [(o, v) for o, values in {
+        "--chunk-seconds": ["nan", "0.01"], "--context-seconds": ["inf"], "--max-batch-seconds": ["0", "nan"],
+        "--batch-size": ["0"], "--threads": ["0", "-1", "1000"], "--save-every": ["0"], "--device": ["gpu"],
+        "--channel": ["-1"],
+    }.items() for v in values],
 )
-def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, tmp_path, args, option):
+def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, tmp_path, option, value):
     from typer.testing import CliRunner
 
     from w2v_embed.cli import app
@@ -256,7 +247,7 @@ def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, t
     wav = tmp_path / "a.wav"
     sf.write(str(wav), np.zeros(16_000, np.float32), 16_000)
     out = tmp_path / "o.h5"
-    result = CliRunner().invoke(app, ["extract", str(wav), "-o", str(out), "-m", str(onnx_model("group")), *args])
+    result = CliRunner().invoke(app, ["extract", str(wav), "-o", str(out), "-m", str(onnx_model("group")), option, value])
     assert result.exit_code == 2, result.output
     assert f"error: {option} " in result.output and "Traceback" not in result.output
     assert not out.exists()

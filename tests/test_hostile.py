@@ -191,7 +191,7 @@ def test_named_pipes_and_unlistable_folders_fail_with_a_reason_and_the_run_goes_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -9)])
 def test_signal_during_overwrite_keeps_the_old_output_and_saves_finished_files(onnx_model, tmp_path, sig, code):
     old_corpus, corpus = tmp_path / "old", tmp_path / "new"
     write_audio(old_corpus / "x.wav", sine(1.0, 16_000), 16_000)
@@ -211,12 +211,13 @@ def test_signal_during_overwrite_keeps_the_old_output_and_saves_finished_files(o
     stderr = victim.stderr.read()
     victim.wait(timeout=120)
     assert victim.returncode == code, stderr
-    assert "finished files are saved; rerun with --resume to continue" in stderr
+    if sig != signal.SIGKILL:
+        assert "finished files are saved; rerun with --resume to continue" in stderr
     paths, x = load(out)  # the old output is untouched
     assert paths == before[0] and np.array_equal(x, before[1])
     proc = cli(*args, "--resume", "--json-summary")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["skipped"] > 0  # what was done before the signal was kept
+    assert (json.loads(proc.stdout)["skipped"] > 0) == (sig != signal.SIGKILL)  # what was done was kept
     assert sorted(load(out)[0]) == [f"{corpus}/{i:03d}.wav" for i in range(200)]
 
 
@@ -250,3 +251,19 @@ def test_truncated_audio_fails_instead_of_being_embedded_shorter(tmp_path, fmt, 
         cut = bad_inputs.truncated(whole, tmp_path / f"cut.{fmt}", keep)
         with pytest.raises(AudioError, match=rf"cut\.{fmt}: truncated: the header promises 5\.0 s, the file holds \d\.\d+ s"):
             decode(cut)
+
+
+@pytest.mark.slow
+def test_extreme_float_audio_through_a_model_without_normalisation_fails_the_file(checkpoint_dir, tmp_path):
+    from w2v_embed.export import ExportOptions, export_model
+
+    checkpoint = tmp_path / "raw-input-checkpoint"
+    shutil.copytree(checkpoint_dir("stable"), checkpoint)
+    config = checkpoint / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_normalize": False}))
+    model = export_model(str(checkpoint), ExportOptions(output=tmp_path / "raw.onnx", verify=False)).path
+    loud = bad_inputs.extreme_float_wav(tmp_path / "loud.wav")  # finite samples up to 3.4e38
+    fine = write_audio(tmp_path / "fine.wav", sine(1.0, 16_000), 16_000)
+    summary = extract_to(tmp_path / "out.h5", [loud, fine], model)
+    assert summary.ok == 1 and [name for name, _ in summary.failures] == [str(loud)]
+    assert "the model's output is not finite" in summary.failures[0][1]
