@@ -564,27 +564,31 @@ def _encode_strings(strings: list[str]) -> np.ndarray:
 class _UnfailingFile:
     """A file for h5py that never tells HDF5 a write failed: HDF5 2.0 keeps a file it could not write
     half-open and crashes at interpreter exit (a full disk ended in exit 139). The first OSError is kept
-    for `_create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway)."""
+    for `_create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway).
+    Unbuffered, so every write reaches the OS here, where its error is caught."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "w+b")  # noqa: SIM115 (closed by _create_h5)
+        self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by _create_h5)
         self.error: OSError | None = None
 
-    def _guard(self, operation: Any, *args: Any) -> Any:
-        if self.error is None:
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while len(view) and self.error is None:
             try:
-                return operation(*args)
+                view = view[self._file.write(view) :]  # a raw write may be partial (the disk filling up)
             except OSError as exc:
                 self.error = exc
-        return None
+        return total
 
-    def write(self, data: Any) -> int:
-        self._guard(self._file.write, data)
-        return memoryview(data).nbytes
+    def truncate(self, size: int | None = None) -> None:
+        try:
+            self._file.truncate(size)
+        except OSError as exc:
+            self.error = self.error or exc
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        self._guard(self._file.flush)  # a buffered seek flushes; its failure is a write failure
-        return self._file.raw.seek(offset, whence) if self.error else self._file.seek(offset, whence)
+        return self._file.seek(offset, whence)
 
     def tell(self) -> int:
         return self._file.tell()
@@ -595,15 +599,14 @@ class _UnfailingFile:
     def read(self, size: int = -1) -> bytes:
         return self._file.read(size)
 
-    def truncate(self, size: int | None = None) -> None:
-        self._guard(self._file.truncate, size)
-
     def flush(self) -> None:
-        self._guard(self._file.flush)
+        """Nothing is buffered."""
 
     def close(self) -> None:
-        self._guard(self._file.close)
-        self._file.close()  # after a failed flush: releases the descriptor without retrying the write
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
 
 
 @contextmanager
