@@ -111,7 +111,7 @@ def default_threads() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def check_threads(threads: int) -> int:
+def _check_threads(threads: int) -> int:
     """Refuse what cannot help: far more threads than cores only contend (1000 ran 60x slower)."""
     most = 4 * (os.cpu_count() or 1)
     if not 1 <= threads <= most:
@@ -157,7 +157,7 @@ class OnnxModel:
             raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
         self.providers = select_providers(device)
         self.requested_device = device
-        self.threads = default_threads() if threads is None else check_threads(threads)
+        self.threads = default_threads() if threads is None else _check_threads(threads)
         try:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
         except ValueError as exc:
