@@ -41,7 +41,7 @@ def discover(
       files and folders (names starting with '.') and keeping files whose extension is in
       `extensions` (case-insensitive, with or without the dot). A file's name is
       `os.path.join(folder as typed, path relative to the folder)`: input "corpus" gives
-      "corpus/sub/b.flac", "./corpus/" gives "./corpus/sub/b.flac", "/data/c" gives "/data/c/x.wav".
+      "corpus/sub/b.flac", "./corpus/" too (see below), "/data/c" gives "/data/c/x.wav".
     - Symlinked files are included (broken ones too, for the pipeline to report), and so are
       named pipes, sockets and devices with an audio extension (decoding refuses them with a
       reason); symlinked folders are descended only with `follow_symlinks`, never into one of
