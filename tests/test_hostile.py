@@ -267,3 +267,18 @@ def test_extreme_float_audio_through_a_model_without_normalisation_fails_the_fil
     summary = extract_to(tmp_path / "out.h5", [loud, fine], model)
     assert summary.ok == 1 and [name for name, _ in summary.failures] == [str(loud)]
     assert "the model's output is not finite" in summary.failures[0][1]
+
+
+def test_names_that_look_like_markup_are_printed_as_they_are(onnx_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+
+    missing = tmp_path / "a[/]b[red].wav"  # rich would take these for markup, or fail on the stray [/]
+    folder = tmp_path / "[bold]out"
+    folder.mkdir()
+    runner, model = CliRunner(), str(onnx_model("group"))
+    result = runner.invoke(app, ["extract", str(missing), "-o", str(tmp_path / "o.h5"), "-m", model])
+    assert result.exit_code == 1 and f"failed: {missing}: cannot decode {missing}: no such file" in result.output
+    result = runner.invoke(app, ["extract", str(missing), "-o", str(folder), "-m", model])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {folder} is a folder"), result.output

@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -82,7 +83,7 @@ def _export(source: str, options: object) -> None:
     from .export import export_model
     from .verify import VerificationError
 
-    err.print(f"exporting {source} …")
+    err.print(f"exporting {_shown(source)} …")
     try:
         result = export_model(source, options)
     except VerificationError as exc:
@@ -93,7 +94,7 @@ def _export(source: str, options: object) -> None:
             _print_report(report)
     info = result.info
     out.print(
-        f"[green]wrote {result.path}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
+        f"[green]wrote {_shown(result.path)}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
         f"hidden {info.hidden_size}, {info.precision}, {result.seconds:.1f} s)"
     )
 
@@ -222,7 +223,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         err.print(
             f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done · "
             f"{summary.audio_seconds / 3600:.2f} h audio in {summary.wall_seconds:.1f} s "
-            f"({summary.realtime_factor:.1f}× real-time) → {summary.output}"
+            f"({summary.realtime_factor:.1f}× real-time) → {_shown(summary.output)}"
         )
     if summary.failed:
         raise typer.Exit(1)
@@ -293,7 +294,7 @@ def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exp
 
 
 def _info(path: Path) -> None:
-    table = Table(show_header=False, title=str(path))
+    table = Table(show_header=False, title=_shown(path))
     if path.suffix == ".onnx":
         from .runtime import OnnxModel
 
@@ -303,7 +304,7 @@ def _info(path: Path) -> None:
         model = OnnxModel(path, device="cpu")
         model_info = model.info
         for key, value in vars(model_info).items():
-            table.add_row(key, str(value))
+            table.add_row(key, _shown(value))
         table.add_row("file_sha256", model.sha256)
         table.add_row("frame_rate", f"{model_info.frame_rate:g} Hz")
         table.add_row("receptive_field", f"{model_info.grid.receptive_field} samples")
@@ -314,20 +315,21 @@ def _info(path: Path) -> None:
     summary = read_summary(path)
     failed = summary.pop("failed", [])
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _shown(value))
     table.add_row("failed files", str(len(failed)))
     out.print(table)
     for name, reason in failed:
         out.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
 
 
-def _shown(text: str) -> str:
-    """Printable form of a file name that is not UTF-8: its odd bytes as \\xNN escapes (caf\\xe9.wav)."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
+def _shown(text: object) -> str:
+    """Printable as it is: a name that is not UTF-8 with its odd bytes as \\xNN (caf\\xe9.wav), and brackets
+    that rich would take for markup ("a[/]b.wav" crashed it) escaped."""
+    return escape(os.fsencode(str(text)).decode("utf-8", "backslashreplace"))
 
 
 def _fail(exc: W2VEmbedError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {_shown(exc)}", highlight=False)
     raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
