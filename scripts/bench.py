@@ -103,7 +103,8 @@ def child(kind: str, args: dict) -> dict:
         from w2v_embed.export import ExportOptions, export_model
 
         started = time.perf_counter()
-        options = ExportOptions(output=Path(args["output"]), verify=args["verify"], quantize=args["quantize"])
+        options = ExportOptions(output=Path(args["output"]), verify=args["verify"], quantize=args["quantize"],
+                                overwrite=True)
         result = export_model(args["checkpoint"], options)
         worst = result.report.max_abs_diff if result.report else None
         return dict(seconds=time.perf_counter() - started, rss=_peak_rss(), bytes=result.size_bytes,

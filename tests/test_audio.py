@@ -360,3 +360,16 @@ def test_normalize_in_place_overwrites_and_matches():
     out = normalize(x, inplace=True)
     assert out is x or np.shares_memory(out, x)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_a_named_pipe_fails_with_a_reason_without_being_opened(tmp_path):
+    import threading
+
+    import bad_inputs
+
+    pipe = bad_inputs.fifo(tmp_path / "pipe.wav")
+    outcome: list[str] = []
+    reader = threading.Thread(target=lambda: outcome.append(_error(pipe)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)  # opening a FIFO for reading blocks until a writer comes: forever
+    assert outcome == [f"cannot decode {pipe}: not a regular file (a named pipe)"]

@@ -253,3 +253,40 @@ def test_default_layer_is_last_hidden_state(onnx_model, reference_model, tmp_pat
         assert list(f.attrs["layers"]) == ["2", "last"] and {"layer_2", "last_hidden_state"} <= set(f)
     shown = cli("info", str(out)).stdout
     assert "'2', 'last'" in shown or "2, last" in shown, shown
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [(o, v) for o, values in {
+        "--chunk-seconds": ["nan", "0.01"], "--context-seconds": ["inf"], "--max-batch-seconds": ["0", "nan"],
+        "--batch-size": ["0"], "--threads": ["0", "-1", "1000"], "--save-every": ["0"], "--device": ["gpu"],
+        "--channel": ["-1"],
+    }.items() for v in values],
+)
+def test_every_bad_option_value_is_a_usage_error_naming_the_option(onnx_model, tmp_path, option, value):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(16_000, np.float32), 16_000)
+    out = tmp_path / "o.h5"
+    result = CliRunner().invoke(app, ["extract", str(wav), "-o", str(out), "-m", str(onnx_model("group")), option, value])
+    assert result.exit_code == 2, result.output
+    assert f"error: {option} " in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_info_on_an_unfinished_output_says_what_load_says(tmp_path):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+    from w2v_embed.store import FeatureWriter, RunInfo
+
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, RunInfo("m", "ab" * 32, (1,), "mean", 4))
+    writer.add("a.wav", 400, 16_000, {1: np.zeros(4, np.float32)})
+    writer.abort()  # as after Ctrl-C
+    result = CliRunner().invoke(app, ["info", str(out)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {out} is not finished yet; rerun the extraction with --resume to complete it\n"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from w2v_embed.discover import DEFAULT_EXTENSIONS, AudioFile, DiscoverError, discover, read_file_list
-from w2v_embed.errors import W2VEmbedError
+from w2v_embed.discover import DEFAULT_EXTENSIONS, AudioFile, discover, read_file_list
 
 
 def touch(root: Path, *names: str) -> None:
@@ -58,19 +57,20 @@ def test_paths_point_at_the_files(corpus):
     [
         ("corpus", "corpus/Z.flac"),
         ("corpus/", "corpus/Z.flac"),
-        ("./corpus", "./corpus/Z.flac"),
-        ("./corpus/", "./corpus/Z.flac"),
+        ("./corpus", "corpus/Z.flac"),
+        ("./corpus/", "corpus/Z.flac"),
+        (".//corpus/./", "corpus/Z.flac"),
         ("corpus/sub", "corpus/sub/b.flac"),
         ("corpus/sub/../sub", "corpus/sub/../sub/b.flac"),
     ],
 )
-def test_name_is_the_folder_as_typed_joined_with_the_relative_path(corpus, typed, first):
+def test_name_is_the_folder_as_typed_joined_with_the_relative_path_without_dot_parts(corpus, typed, first):
     assert names(discover([typed]))[0] == first
 
 
 def test_name_from_inside_the_folder(corpus, monkeypatch):
     monkeypatch.chdir(corpus / "corpus")
-    assert names(discover(["."]))[:2] == ["./Z.flac", "./a.WAV"]
+    assert names(discover(["."]))[:2] == ["Z.flac", "a.WAV"]
     assert names(discover(["sub"])) == ["sub/b.flac", "sub/deeper/c.MP3"]
 
 
@@ -120,8 +120,14 @@ def test_duplicates_keep_the_first(corpus):
     found = names(discover(["corpus/b.wav", "corpus", "corpus/sub", "corpus/b.wav"]))
     assert found.count("corpus/b.wav") == 1 and found.count("corpus/sub/b.flac") == 1
     assert found[0] == "corpus/b.wav" and len(found) == 6
-    # the same file under two spellings is two names: names are what the user typed
-    assert names(discover(["corpus/b.wav", "./corpus/b.wav"])) == ["corpus/b.wav", "./corpus/b.wav"]
+
+
+
+def test_the_same_file_spelled_three_ways_is_found_once_under_the_first_name(corpus):
+    spellings = ["corpus/b.wav", "./corpus/b.wav", str(corpus / "corpus" / "b.wav")]
+    found = discover(spellings)
+    assert names(found) == ["corpus/b.wav"] and found[0].path == Path("corpus/b.wav")
+    assert names(discover(["./corpus/", str(corpus / "corpus")])) == names(discover(["corpus"]))
 
 
 def test_empty_inputs(corpus):
@@ -168,16 +174,24 @@ def test_symlinked_and_broken_files_are_included(tmp_path, monkeypatch):
     assert found[2].path.is_symlink() and not found[2].path.exists()
 
 
-def test_special_files_are_skipped(tmp_path, monkeypatch):
+def test_read_file_list():
+    lines = ["  a.wav\n", "\n", "b dir/c.flac\r\n", "   ", "a.wav", "d.mp3"]
+    assert read_file_list(lines) == ["a.wav", "b dir/c.flac", "a.wav", "d.mp3"]
+    assert read_file_list([]) == []
+    assert read_file_list(iter("x\ny\n".splitlines())) == ["x", "y"]
+
+
+def test_special_files_with_audio_names_are_reported_not_skipped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     touch(tmp_path / "d", "a.wav")
-    os.mkfifo(tmp_path / "d" / "pipe.wav")
-    assert names(discover(["d"])) == ["d/a.wav"]
+    os.mkfifo(tmp_path / "d" / "pipe.wav")  # its name says audio: the pipeline fails it with a reason
+    os.mkfifo(tmp_path / "d" / "other.fifo")  # not an audio name: ignored like any other file
+    assert names(discover(["d"])) == ["d/a.wav", "d/pipe.wav"]
 
 
-def test_unlistable_folder_raises(tmp_path, monkeypatch):
+def test_an_unlistable_folder_is_recorded_and_the_walk_goes_on(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    touch(tmp_path / "d", "a.wav", "locked/b.wav")
+    touch(tmp_path / "d", "a.wav", "locked/b.wav", "z/c.wav")
     real_scandir = os.scandir
 
     def scandir(path):
@@ -186,16 +200,11 @@ def test_unlistable_folder_raises(tmp_path, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.raises(DiscoverError, match="^cannot list d/locked: Permission denied$"):
-        discover(["d"])
+    found = discover(["d"])
+    assert names(found) == ["d/a.wav", "d/locked", "d/z/c.wav"]
+    assert found[1].problem == "cannot list folder d/locked: Permission denied"
+    assert found[0].problem is None
 
 
-def test_discover_error_is_a_project_error():
-    assert issubclass(DiscoverError, W2VEmbedError)
-
-
-def test_read_file_list():
-    lines = ["  a.wav\n", "\n", "b dir/c.flac\r\n", "   ", "a.wav", "d.mp3"]
-    assert read_file_list(lines) == ["a.wav", "b dir/c.flac", "a.wav", "d.mp3"]
-    assert read_file_list([]) == []
-    assert read_file_list(iter("x\ny\n".splitlines())) == ["x", "y"]
+def test_missing_files_spelled_two_ways_are_one_name(corpus):
+    assert names(discover(["nope/x.wav", "./nope//x.wav"])) == ["nope/x.wav"]

@@ -98,3 +98,35 @@ def test_parse_layers():
     for bad in ("13", "x", "", "last6"):
         with pytest.raises(UsageError):
             parse_layers(bad, 12)
+
+
+def test_features_that_are_not_finite_fail_that_file(onnx_model, monkeypatch):
+    emb = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("1,2", "mean"))
+    run = emb.model.run
+
+    def overflowing(batch, lengths, layers):  # what an overflowing input or a corrupted weight gives
+        outputs = run(batch, lengths, layers)
+        outputs[2][lengths == 9_000, 3] = np.nan
+        return outputs
+
+    monkeypatch.setattr(emb.model, "run", overflowing)
+    signals = [("bad", np.ones(9_000, np.float32)), ("good", np.ones(12_000, np.float32))]
+    results = dict(emb.embed_stream((k, s.copy()) for k, s in signals))
+    assert isinstance(results["bad"], W2VEmbedError)
+    assert str(results["bad"]) == "the model's output is not finite (NaN or infinite values in layer 2)"
+    assert np.isfinite(results["good"][2]).all()
+
+
+@pytest.mark.parametrize(
+    "change, option",
+    [
+        *[(dict(chunk_seconds=v), "--chunk-seconds") for v in (float("nan"), float("inf"), -1.0, 0.01)],
+        *[(dict(context_seconds=v), "--context-seconds") for v in (float("nan"), float("inf"), -0.5)],
+        *[(dict(max_batch_seconds=v), "--max-batch-seconds") for v in (float("nan"), float("inf"), 0.0, -3.0)],
+        *[(dict(batch_size=v), "--batch-size") for v in (0, -1)],
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_option(onnx_model, change, option):
+    emb = Embedder(onnx_model("group"), device="cpu")
+    with pytest.raises(UsageError, match=f"^{option} "):
+        emb.with_options(**change)

@@ -243,3 +243,18 @@ def test_models_exported_without_last_output(variant, onnx_model, tmp_path):
     else:
         with pytest.raises(W2VEmbedError, match="export it again"):
             model.run(x, [8_000], ["last"])
+
+
+def test_export_refuses_an_existing_file_or_a_folder_before_working(checkpoint_dir, tmp_path, monkeypatch):
+    from w2v_embed.errors import UsageError
+
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"an earlier model")
+    monkeypatch.setattr("w2v_embed.export.convert.resolve", lambda *a: pytest.fail("refuse before fetching anything"))
+    with pytest.raises(UsageError, match=r"m\.onnx exists; pass --overwrite to replace it"):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=existing, verify=False))
+    with pytest.raises(UsageError, match=r"is a folder; give a file name, e\.g\. .*model\.onnx"):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=tmp_path, verify=False))
+    monkeypatch.undo()
+    export_model(str(checkpoint_dir("group")), ExportOptions(output=existing, verify=False, overwrite=True))
+    assert OnnxModel(existing, device="cpu").info.num_layers == 3

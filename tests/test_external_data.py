@@ -105,10 +105,11 @@ def test_failed_export_leaves_the_old_pair_and_nothing_else(checkpoint_dir, pair
         shutil.copy(pair.path.parent / name, tmp_path / name)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(VerificationError):
-        export_model(str(checkpoint_dir("group")), ExportOptions(output=target, tolerance=0.0, **EXTERNAL))
+        export_model(str(checkpoint_dir("group")),
+                     ExportOptions(output=target, tolerance=0.0, overwrite=True, **EXTERNAL))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     # An inline model exported over a pair removes the stale data file.
-    export_model(str(checkpoint_dir("group")), ExportOptions(output=target, verify=False))
+    export_model(str(checkpoint_dir("group")), ExportOptions(output=target, verify=False, overwrite=True))
     assert sorted(os.listdir(tmp_path)) == ["big.onnx"] and not OnnxModel(target, device="cpu").info.external_data
 
 

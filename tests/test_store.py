@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from w2v_embed import __version__
-from w2v_embed.errors import W2VEmbedError
+from w2v_embed.errors import UsageError, W2VEmbedError
 from w2v_embed.store import FeatureWriter, RunInfo, load, read_summary
 
 HIDDEN = 8
@@ -24,8 +25,9 @@ SHA = "ab" * 32
 
 
 def info_for(pooling: str = "mean", layers=(6, 12), dtype: str = "float32", **kw) -> RunInfo:
+    recorded = dict(model_file_sha256="cd" * 32, precision="float32", channel="mean") | kw
     return RunInfo(model="tiny.onnx", model_sha256=SHA, layers=tuple(layers), pooling=pooling,
-                   hidden_size=HIDDEN, dtype=dtype, **kw)
+                   hidden_size=HIDDEN, dtype=dtype, **recorded)
 
 
 def name_of(i: int) -> str:
@@ -305,6 +307,9 @@ def test_resume_with_nothing_there_starts_fresh(tmp_path):
         (dict(dtype="float16"), "was written with dtype float32, this run asks for float16"),
         (dict(chunk_seconds=30.0), "was written with chunk seconds 0.0, this run asks for 30.0"),
         (dict(context_seconds=1.0), "context seconds"),
+        (dict(model_file_sha256="ef" * 32), "was written with model file sha256 cdcdcdcdcdcd…, this run asks for efefefefefef…"),
+        (dict(precision="int8"), "was written with model precision float32, this run asks for int8"),
+        (dict(channel="1"), "was written with channel mean, this run asks for 1"),
     ],
 )
 def test_resume_with_different_settings_is_refused(tmp_path, finished, change, message):
@@ -433,3 +438,97 @@ def test_read_summary_is_plain_python(tmp_path):
     assert summary["layers"] == ["6", "12"] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/1"
     for value in summary.values():
         assert type(value) in (int, float, str, list), (value, type(value))
+
+
+# -- issue 9: nothing lost -----------------------------------------------------------------------------
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_replaces_it(tmp_path):
+    out = write(tmp_path / "x.h5", info_for(), [0, 1])
+    before = dump(out)
+    writer = FeatureWriter(out, info_for(layers=(3,)), "overwrite", commit_every_files=1)
+    add(writer, 5)
+    writer.abort()  # Ctrl-C or kill -9 half-way through the new run
+    assert dump(out) == before  # the old output is still whole and loadable
+    with pytest.raises(W2VEmbedError, match="exists; pass --resume"):
+        FeatureWriter(out, info_for(layers=(3,)))
+    with FeatureWriter(out, info_for(layers=(3,)), "resume") as writer:  # settings of the new run, not the old file
+        assert writer.done == {name_of(5)}
+        add(writer, 6)
+    paths, x = load(out)
+    assert paths == [name_of(5), name_of(6)] and x.shape == (2, HIDDEN)  # the old rows are not merged in
+    assert leftovers(out) == []
+
+
+def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
+    latin1 = os.fsdecode(b"corpus/caf\xe9.wav")  # what os.listdir gives for a Latin-1 name: 'caf\udce9.wav'
+    out = tmp_path / "x.h5"
+    with FeatureWriter(out, info_for(), commit_every_files=1) as writer:
+        writer.add(latin1, 400, 16_000, features(0, writer.info))
+        writer.add_failure(os.fsdecode(b"bad\xff.wav"), f"cannot decode {os.fsdecode(b'bad/xff.wav')}: \udcff")
+    with FeatureWriter(out, info_for(), "resume") as writer:  # resume reads them back too
+        assert writer.done == {latin1}
+    assert load(out)[0] == [latin1]
+    assert read_summary(out)["failed"][0][0] == os.fsdecode(b"bad\xff.wav")
+    with h5py.File(out) as f:
+        assert f["paths"][0] == b"corpus/caf\xe9.wav"  # the file system's bytes, as they are
+
+
+def test_outputs_from_before_the_new_settings_were_recorded_still_resume(tmp_path):
+    old = RunInfo(model="tiny.onnx", model_sha256=SHA, layers=(6, 12), pooling="mean", hidden_size=HIDDEN)
+    out = write(tmp_path / "x.h5", old, [0])
+    write(out, info_for(), [1], mode="resume")  # unrecorded (empty) settings are not compared
+    assert load(out)[0] == [name_of(0), name_of(1)]
+
+
+def _fill_then_fail(path, *args):
+    """What a full disk does to an HDF5 write: part of the file is there, then ENOSPC."""
+    Path(path).write_bytes(b"\0" * 4096)
+    raise OSError(errno.ENOSPC, "Can't close file (file write failed: errno = 28, error message = 'No space left on device')")
+
+
+def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    out = tmp_path / "x.h5"
+    writer = FeatureWriter(out, info_for(), commit_every_files=2)
+    add(writer, 0)
+    add(writer, 1)  # committed
+    monkeypatch.setattr("w2v_embed.store._write_segment", _fill_then_fail)
+    add(writer, 2)
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
+        add(writer, 3)
+    assert sorted(p.name for p in (tmp_path / "x.h5.parts").iterdir()) == ["run.json", "seg-000001.h5"]
+    monkeypatch.setattr("w2v_embed.store._merge", lambda paths, out, info: _fill_then_fail(out))  # in the final assembly
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*; free some space"):
+        writer.close()
+    assert leftovers(out) == ["x.h5.parts"] and not out.exists()
+    monkeypatch.undo()  # space freed
+    write(out, info_for(), range(5), mode="resume")
+    assert load(out)[0] == [name_of(i) for i in range(5)]
+
+
+def test_output_that_is_a_folder_or_unwritable_is_one_error(tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match=r"is a folder; give a file name"):
+        FeatureWriter(tmp_path, info_for(), "overwrite")
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(W2VEmbedError, match=r"^cannot write .*ro\.h5: Read-only file system$"):
+        FeatureWriter(tmp_path / "sub" / "ro.h5", info_for())
+
+
+def test_a_lock_file_deleted_by_hand_stops_the_first_writer_before_it_writes(tmp_path):
+    out, lock = tmp_path / "x.h5", tmp_path / "x.h5.lock"
+    first = FeatureWriter(out, info_for(), commit_every_files=2)
+    add(first, 0)
+    lock.unlink()  # by hand, "it looked stale"
+    second = FeatureWriter(out, info_for(), "resume", commit_every_files=1)  # nothing tells it about the first
+    add(second, 1)  # committed as seg-000001
+    with pytest.raises(W2VEmbedError, match=r"x\.h5\.lock was removed or replaced while this run held it"):
+        add(first, 2)  # its commit would write seg-000001 over the second's
+    with pytest.raises(W2VEmbedError, match="was removed or replaced"):
+        first.close()  # nothing is merged either
+    assert lock.exists()  # the second writer's lock is left alone
+    second.close()
+    assert load(out)[0] == [name_of(1)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ import soxr
 from .errors import W2VEmbedError
 
 TARGET_SAMPLE_RATE = 16000
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1_000, 768_000  # Hz; outside: a broken or hostile header, not audio
 BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer alive at a time
 NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 _NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
@@ -66,11 +68,13 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
         return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc))
     with reader:
         rate, channels = int(reader.samplerate), int(reader.channels)
+        _check_rate(path, rate)
         _check_channel(path, channel, channels)
         block = max(int(rate * BLOCK_SECONDS), 1)
         expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
         try:
             samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
+            _check_complete(path, reader)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return Decoded(samples, rate, channels)
@@ -124,16 +128,71 @@ def _check_path(path: Path) -> None:
         raise AudioError(f"cannot decode {path}: no such file")
     if not path.exists():
         raise AudioError(f"cannot decode {path}: broken symlink (-> {os.readlink(path)})")
-    if path.is_dir():
-        raise AudioError(f"cannot decode {path}: is a directory")
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         raise AudioError(f"cannot decode {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioError(f"cannot decode {path}: is a directory")
+    if not stat.S_ISREG(info.st_mode):  # never open one: reading a FIFO blocks until a writer comes
+        raise AudioError(f"cannot decode {path}: not a regular file ({_special_kind(info.st_mode)})")
+    size = info.st_size
     if not os.access(path, os.R_OK):
         raise AudioError(f"cannot decode {path}: permission denied")
-    if size == 0 and path.is_file():
+    if size == 0:
         raise AudioError(f"cannot decode {path}: empty file (0 bytes)")
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))  # fmt: skip
+    return next((words for test, words in kinds if test(mode)), "not a file")
+
+
+def _check_rate(path: Path, rate: int) -> None:
+    """A header claiming 1 Hz turned 64 kB into 8.9 hours of audio (and 2.6 GB of memory) at 16 kHz."""
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(
+            f"cannot decode {path}: sample rate {rate} Hz in the header is not plausible for audio "
+            f"(expected {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE})"
+        )
+
+
+def _check_complete(path: Path, reader: sf.SoundFile) -> None:
+    """Fail a file cut short (an interrupted copy or download) instead of embedding it as shorter audio.
+
+    Detected where a header states the length: an MP3's Xing/LAME frame count (libsndfile's `frames`),
+    and a WAV's data chunk size (libsndfile trims `frames` to the bytes present, so it is read here).
+    Ogg and header-less MP3 state no length: a cut there is not detectable before the decoder fails.
+    """
+    decoded = reader.tell()
+    promised = reader.frames
+    declared, present = _wav_data_sizes(path)
+    if declared > present > 0:
+        promised = round(reader.frames * declared / present)
+    slack = max(reader.samplerate // 2, promised // 100)  # an estimated length (VBR MP3), codec padding
+    if promised - decoded > slack:
+        raise AudioError(
+            f"cannot decode {path}: truncated: the header promises {promised / reader.samplerate:.1f} s, "
+            f"the file holds {decoded / reader.samplerate:.2f} s"
+        )
+
+
+def _wav_data_sizes(path: Path) -> tuple[int, int]:
+    """(bytes the RIFF data chunk declares, bytes present after its header); (0, 0) when not a plain WAV
+    or when the size is a streaming placeholder (0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        size = os.fstat(f.fileno()).st_size
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0, 0
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = struct.unpack_from("<4sI", head, pos)
+        if chunk == b"data":
+            return (0, 0) if length in (0, 0xFFFFFFFF) else (length, size - pos - 8)
+        pos += 8 + length + (length & 1)
+    return 0, 0
 
 
 def _check_channel(path: Path, channel: int | None, channels: int) -> None:
@@ -247,6 +306,7 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
                 else:
                     reason = f"ffmpeg: {reason}"
                 raise AudioError(f"cannot decode {path}: {reason}") from None
+            _check_rate(path, rate)
             _check_channel(path, channel, channels)
             blocks = _pcm_blocks(process.stdout, channels, max(int(rate * BLOCK_SECONDS), 1))
             samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)

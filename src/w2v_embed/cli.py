@@ -7,13 +7,19 @@ W2VEmbedError becomes one red line on stderr (exit 1, or 2 for usage errors).
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
 import sys
+import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -53,6 +59,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
 ) -> None:
     """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
 
@@ -68,7 +75,7 @@ def export(
     """
     from .export import ExportOptions
 
-    options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize)
+    options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize, overwrite=overwrite)
     _run(_export, source, options)
 
 
@@ -76,7 +83,7 @@ def _export(source: str, options: object) -> None:
     from .export import export_model
     from .export.verify import VerificationError
 
-    err.print(f"exporting {source} …")
+    err.print(f"exporting {_shown(source)} …")
     try:
         result = export_model(source, options, notify=lambda note: err.print(f"[cyan]note:[/] {note}", highlight=False))
     except VerificationError as exc:
@@ -88,7 +95,7 @@ def _export(source: str, options: object) -> None:
     info = result.info
     data = f" + {info.external_data}" if info.external_data else ""
     out.print(
-        f"[green]wrote {result.path}{data}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
+        f"[green]wrote {_shown(result.path)}{data}[/] ({result.size_bytes / 1e6:.1f} MB, {info.num_layers} layers, "
         f"hidden {info.hidden_size}, {info.precision}, {result.seconds:.1f} s)"
     )
 
@@ -135,6 +142,7 @@ def extract(
     save_every: Annotated[int, typer.Option(help="Make finished files crash-safe at least every N files (and every 20 s).")] = 64,
     shard: Annotated[Optional[str], typer.Option(help="Embed only part I of N (0-based) of the file list, balanced by bytes, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the parts with `w2v-embed merge`.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    progress_seconds: Annotated[float, typer.Option(help="When stderr is not a terminal (batch jobs): a progress line this often; 0 = none.")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
@@ -156,9 +164,11 @@ def extract(
         _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    options = ExtractOptions(mode=mode, dtype=dtype, channel=channel, save_every_files=save_every)
+    options = _run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard)
-    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary)
+    if not math.isfinite(progress_seconds) or progress_seconds < 0:
+        _fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
+    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds)
 
 
 @dataclass(frozen=True)
@@ -178,10 +188,10 @@ class _Selection:
         inputs = self.inputs
         if self.files_from is not None:
             try:
-                text = sys.stdin.read() if self.files_from == "-" else Path(self.files_from).read_text()
+                data = sys.stdin.buffer.read() if self.files_from == "-" else Path(self.files_from).read_bytes()
             except OSError as exc:
                 raise UsageError(f"--files-from {self.files_from}: {exc.strerror}") from exc
-            inputs = inputs + read_file_list(text.splitlines())
+            inputs = inputs + read_file_list(os.fsdecode(data).splitlines())  # any bytes: names need not be UTF-8
         if not inputs:
             raise UsageError("no input: give files or folders, or --files-from FILE")
         extensions = tuple(e.strip().lstrip(".").lower() for e in self.ext.split(",")) if self.ext else DEFAULT_EXTENSIONS
@@ -192,7 +202,7 @@ class _Selection:
 
 
 def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
-             embed: object, options: object, quiet: bool, json_summary: bool) -> None:
+             embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float) -> None:
     from .embedder import Embedder
     from .extract import extract
 
@@ -206,11 +216,12 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if shard is not None:
         options = replace(options, shard=str(shard), total_files=len(files))
         files = select(files, shard)
-    show = not quiet and not json_summary and err.is_terminal
-    with _progress(show, len(files)) as advance:
-        summary = extract(files, output, embedder, options, progress=advance)
+    show = not quiet and not json_summary
+    with _progress(show and err.is_terminal, len(files)) as bar:
+        log = _ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
+        summary = extract(files, output, embedder, options, progress=bar or log)
     for name, reason in summary.failures:
-        err.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+        err.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
     if json_summary:
         print(json.dumps({
             "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
@@ -221,7 +232,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         err.print(
             f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done · "
             f"{summary.audio_seconds / 3600:.2f} h audio in {summary.wall_seconds:.1f} s "
-            f"({summary.realtime_factor:.1f}× real-time) → {summary.output}"
+            f"({summary.realtime_factor:.1f}× real-time) → {_shown(summary.output)}"
         )
     if summary.failed:
         raise typer.Exit(1)
@@ -236,8 +247,6 @@ class _progress:
     def __enter__(self):
         if not self.show:
             return None
-        import time
-
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
@@ -259,6 +268,25 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.show:
             self.bar.__exit__(*exc)
+
+
+class _ProgressLog:
+    """Batch jobs get no progress bar (stderr is a log file): one line every `every` seconds instead."""
+
+    def __init__(self, total: int, every: float) -> None:
+        self.total, self.every = total, every
+        self.started = self.last = time.perf_counter()
+        self.files, self.audio_seconds = 0, 0.0
+
+    def __call__(self, name: str, audio_seconds: float) -> None:
+        self.files += 1
+        self.audio_seconds += audio_seconds
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            speed = self.audio_seconds / max(now - self.started, 1e-9)
+            err.print(f"progress: {self.files}/{self.total} files, {self.audio_seconds / 3600:.2f} h audio, "
+                      f"{speed:.1f}× real-time, {now - self.started:.0f} s", highlight=False)
 
 
 @app.command()
@@ -304,15 +332,18 @@ def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exp
 
 
 def _info(path: Path) -> None:
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    table = Table(show_header=False, title=str(path))
+    table = Table(show_header=False, title=_shown(path))
     if path.suffix == ".onnx":
         from .runtime import OnnxModel
 
-        model_info = OnnxModel(path, device="cpu").info
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+
+        model = OnnxModel(path, device="cpu")
+        model_info = model.info
         for key, value in vars(model_info).items():
-            table.add_row(key, str(value))
+            table.add_row(key, _shown(value))
+        table.add_row("file_sha256", model.sha256)
         table.add_row("frame_rate", f"{model_info.frame_rate:g} Hz")
         table.add_row("receptive_field", f"{model_info.grid.receptive_field} samples")
         out.print(table)
@@ -322,26 +353,44 @@ def _info(path: Path) -> None:
     summary = read_summary(path)
     failed = summary.pop("failed", [])
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _shown(value))
     table.add_row("failed files", str(len(failed)))
     out.print(table)
     for name, reason in failed:
-        out.print(f"[yellow]failed:[/] {name}: {reason}", highlight=False)
+        out.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
+
+
+def _shown(text: object) -> str:
+    """Printable as it is: a name that is not UTF-8 with its odd bytes as \\xNN (caf\\xe9.wav), and brackets
+    that rich would take for markup ("a[/]b.wav" crashed it) escaped."""
+    return escape(os.fsencode(str(text)).decode("utf-8", "backslashreplace"))
 
 
 def _fail(exc: W2VEmbedError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {_shown(exc)}", highlight=False)
     raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
 
 
-def _run(func, *args) -> None:
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, docker stop and systemd send), raised in the main thread to end a run like Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run(func, *args):
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        func(*args)
+        return func(*args)
     except W2VEmbedError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted:[/] finished files are saved; rerun with --resume to continue")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:
+        what, code = ("terminated", 143) if isinstance(exc, _Terminated) else ("interrupted", 130)
+        err.print(f"[bold red]{what}:[/] finished files are saved; rerun with --resume to continue")
+        raise typer.Exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main() -> None:

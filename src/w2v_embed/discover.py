@@ -1,31 +1,30 @@
 """Which files to process, and the name each one is stored under in the output's /paths.
 
-Names are built from the inputs exactly as the user typed them, so the same command gives the same
-keys on any machine (no absolute paths, no resolved symlinks) and a resumed run finds its files.
+Names are built from the inputs as the user typed them, so the same command gives the same keys on
+any machine (no absolute paths, no resolved symlinks) and a resumed run finds its files. Only "."
+parts and repeated or trailing slashes are dropped ("./corpus/" and "corpus" name files alike);
+".." stays, since resolving it by text is wrong across symlinks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import W2VEmbedError
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (
     "wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "mp4", "webm", "wma", "aiff", "aif", "au",
 )  # fmt: skip
 
 
-class DiscoverError(W2VEmbedError):
-    """A folder that cannot be listed (permissions, I/O error)."""
-
-
 @dataclass(frozen=True)
 class AudioFile:
     path: Path  # where to read it
     name: str  # the key stored in the output's /paths
+    problem: str | None = None  # why it cannot be read, when discovery already knows (an unlistable folder)
 
 
 def discover(
@@ -42,13 +41,19 @@ def discover(
       files and folders (names starting with '.') and keeping files whose extension is in
       `extensions` (case-insensitive, with or without the dot). A file's name is
       `os.path.join(folder as typed, path relative to the folder)`: input "corpus" gives
-      "corpus/sub/b.flac", "./corpus/" gives "./corpus/sub/b.flac", "/data/c" gives "/data/c/x.wav".
-    - Symlinked files are included (broken ones too, for the pipeline to report); symlinked
-      folders are descended only with `follow_symlinks`, never into one of their own ancestors.
-    - The first occurrence of a name wins; later duplicates are dropped.
+      "corpus/sub/b.flac", "./corpus/" too (see below), "/data/c" gives "/data/c/x.wav".
+    - Symlinked files are included (broken ones too, for the pipeline to report), and so are
+      named pipes, sockets and devices with an audio extension (decoding refuses them with a
+      reason); symlinked folders are descended only with `follow_symlinks`, never into one of
+      their own ancestors.
+    - A folder that cannot be listed is returned as an entry with a `problem`, so the pipeline
+      records it under /failed and the rest of the walk goes on.
+    - Names lose "." parts and repeated or trailing slashes: "./corpus/a.wav" is "corpus/a.wav".
+    - A file is returned once, under the first name it was found by: later duplicates of a name,
+      and other names of the same existing file ("c/a.wav", "/data/c/a.wav", a hard link), are dropped.
     """
     wanted = _normalize_extensions(extensions)
-    seen: set[str] = set()
+    seen: set[str | tuple[int, int]] = set()
     found: list[AudioFile] = []
     for raw in inputs:
         if not raw:
@@ -57,10 +62,18 @@ def discover(
             _walk(raw, wanted, recursive, follow_symlinks) if os.path.isdir(raw) else iter([AudioFile(Path(raw), raw)])
         )
         for file in candidates:
-            if file.name not in seen:
-                seen.add(file.name)
+            file = dataclasses.replace(file, name=_clean_name(file.name))
+            keys = {file.name, _identity(str(file.path))} - {None}
+            if not keys & seen:
+                seen.update(keys)
                 found.append(file)
     return found
+
+
+def _clean_name(name: str) -> str:
+    """Drop "." parts and empty ones (repeated or trailing slashes); keep a leading "/" and every ".."."""
+    parts = [part for part in name.split(os.sep) if part not in ("", ".")]
+    return (os.sep if name.startswith(os.sep) else "") + os.sep.join(parts) or "."
 
 
 def read_file_list(lines: Iterable[str]) -> list[str]:
@@ -85,7 +98,9 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            raise DiscoverError(f"cannot list {folder}: {exc.strerror or exc}") from exc
+            name = os.path.join(top, rel) if rel else top
+            yield AudioFile(Path(folder), name, f"cannot list folder {name}: {exc.strerror or exc}")
+            return
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -97,7 +112,7 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
                 if key is None or key in ancestors:
                     continue  # a symlink loop, or a folder gone since listing
                 yield from visit(entry.path, child_rel, ancestors | {key})
-            elif _is_file_or_broken_link(entry) and _suffix(entry.name) in wanted:
+            elif _suffix(entry.name) in wanted:
                 yield AudioFile(Path(entry.path), os.path.join(top, child_rel))
 
     root = _identity(top)
@@ -107,16 +122,6 @@ def _walk(top: str, wanted: frozenset[str], recursive: bool, follow_symlinks: bo
 def _is_dir(entry: os.DirEntry) -> bool:
     try:
         return entry.is_dir(follow_symlinks=True)
-    except OSError:
-        return False
-
-
-def _is_file_or_broken_link(entry: os.DirEntry) -> bool:
-    """Regular files (through symlinks) and dangling symlinks; never FIFOs, sockets or devices."""
-    try:
-        if entry.is_file(follow_symlinks=True):
-            return True
-        return entry.is_symlink() and not os.path.exists(entry.path)
     except OSError:
         return False
 

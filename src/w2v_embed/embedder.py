@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .pooling import POOLING_MODES, Pooler
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
+MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 20
 Features = dict[Layer, np.ndarray]
 
 
@@ -41,6 +43,26 @@ class EmbedOptions:
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
 
 
+def _check_options(options: EmbedOptions) -> None:
+    """Every bad value is refused by the option's name; none is silently replaced by a default."""
+    if options.pool not in POOLING_MODES:
+        raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
+    _check_seconds("--chunk-seconds", options.chunk_seconds, zero_ok=True)
+    if 0 < options.chunk_seconds < MIN_CHUNK_SECONDS:  # shorter rounds to zero frames, i.e. silently no chunking
+        raise UsageError(f"--chunk-seconds {options.chunk_seconds:g}: expected 0 (never chunk) or at least {MIN_CHUNK_SECONDS:g}")
+    _check_seconds("--context-seconds", options.context_seconds, zero_ok=True)
+    if options.max_batch_seconds is not None:
+        _check_seconds("--max-batch-seconds", options.max_batch_seconds, zero_ok=False)
+    _check_seconds("lookahead_seconds", options.lookahead_seconds, zero_ok=True)
+    if options.batch_size is not None and options.batch_size < 1:
+        raise UsageError(f"--batch-size {options.batch_size}: expected a whole number >= 1")
+
+
+def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise UsageError(f"{option} {value:g}: expected a finite number of seconds {'>=' if zero_ok else '>'} 0")
+
+
 def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Accept (samples,) or (samples, channels) at any rate, like soundfile returns it."""
     import soxr
@@ -53,6 +75,15 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate != TARGET_SAMPLE_RATE:
         x = soxr.resample(x, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
     return x
+
+
+def _finite(features: Features) -> Features | W2VEmbedError:
+    """The features, or why they cannot be stored: NaN/inf from overflowing audio or a corrupted model
+    would otherwise pass as a success (NaN survives every pooling, so checking the result suffices)."""
+    bad = [str(layer) for layer, values in features.items() if not np.isfinite(values).all()]
+    if bad:
+        return W2VEmbedError(f"the model's output is not finite (NaN or infinite values in layer {', '.join(bad)})")
+    return features
 
 
 @dataclass
@@ -78,12 +109,7 @@ class Embedder:
         self._configure(options)
 
     def _configure(self, options: EmbedOptions) -> None:
-        if options.pool not in POOLING_MODES:
-            raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
-        if options.chunk_seconds < 0 or options.context_seconds < 0:
-            raise UsageError("--chunk-seconds and --context-seconds must be >= 0")
-        if (options.batch_size or 1) < 1 or (options.max_batch_seconds or 1) <= 0:
-            raise UsageError("--batch-size must be >= 1 and --max-batch-seconds > 0")
+        _check_options(options)
         self.options = options
         self.layers = parse_layers(options.layers, self.info.num_layers)
         self.model.prepare(depth(self.layers, self.info.num_layers))
@@ -149,7 +175,7 @@ class Embedder:
 
     def _run_queue(
         self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]
-    ) -> Iterator[tuple[Hashable, Features]]:
+    ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
         multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
         for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):
             pieces = [queue[i] for i in rows]
@@ -162,7 +188,7 @@ class Embedder:
                 remaining[piece.key] -= 1
                 if remaining[piece.key] == 0:
                     del remaining[piece.key]
-                    yield piece.key, {layer: p.result() for layer, p in poolers.pop(piece.key).items()}
+                    yield piece.key, _finite({layer: p.result() for layer, p in poolers.pop(piece.key).items()})
 
     def with_options(self, **changes: object) -> Embedder:
         """The same loaded model with other options (e.g. layers=(6,), pool='none')."""

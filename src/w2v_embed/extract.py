@@ -7,12 +7,15 @@ written by the FeatureWriter, which keeps finished work safe across crashes and 
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import TypeVar
 
 import numpy as np
@@ -20,7 +23,7 @@ import numpy as np
 from .audio import Decoded, decode
 from .discover import AudioFile
 from .embedder import Embedder
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 from .store import FeatureWriter, RunInfo
 
 T = TypeVar("T")
@@ -40,6 +43,14 @@ class ExtractOptions:
     save_every_seconds: float = 20.0  # … and at least this often
     shard: str = ""  # "I/N" when `files` are one shard of a list of `total_files` (shards.select)
     total_files: int = 0
+
+    def __post_init__(self) -> None:
+        if self.channel is not None and self.channel < 0:
+            raise UsageError(f"--channel {self.channel}: expected a channel number >= 0 (0 is the first)")
+        if self.save_every_files < 1:
+            raise UsageError(f"--save-every {self.save_every_files}: expected a number of files >= 1")
+        if not math.isfinite(self.save_every_seconds) or self.save_every_seconds < 0:
+            raise UsageError(f"save_every_seconds {self.save_every_seconds}: expected a finite number >= 0")
 
 
 @dataclass
@@ -61,15 +72,41 @@ Progress = Callable[[str, float], None]  # (file name, its seconds of audio), on
 
 
 def prefetch(func: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[tuple[T, Future[R]]]:
-    """Ordered map over a thread pool with at most `ahead` results in flight (decoders release the GIL)."""
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="decode") as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
+    """Ordered map over worker threads with at most `ahead` results in flight (decoders release the GIL).
+
+    The workers are daemon threads, unlike ThreadPoolExecutor's, which the interpreter joins at exit: a
+    decoder stuck in a read that never returns (a hung network mount) cannot keep Ctrl-C from ending the run.
+    """
+    jobs: SimpleQueue[tuple[T, Future[R]] | None] = SimpleQueue()
+    threads = [
+        threading.Thread(target=_work, args=(func, jobs), name=f"decode-{i}", daemon=True) for i in range(max(workers, 1))
+    ]
+    for thread in threads:
+        thread.start()
+    pending: deque[tuple[T, Future[R]]] = deque()
+    try:
         for item in items:
-            pending.append((item, pool.submit(func, item)))
+            pending.append((item, Future()))
+            jobs.put(pending[-1])
             if len(pending) >= ahead:
                 yield pending.popleft()
         while pending:
             yield pending.popleft()
+    finally:
+        for _, future in pending:
+            future.cancel()
+        for _ in threads:
+            jobs.put(None)
+
+
+def _work(func: Callable[[T], R], jobs: SimpleQueue[tuple[T, Future[R]] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        item, future = job
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(func(item))
+            except BaseException as exc:  # handed to the consumer, like ThreadPoolExecutor does
+                future.set_exception(exc)
 
 
 def extract(
@@ -97,6 +134,9 @@ def extract(
         shard=options.shard,
         shard_files=len(files) if options.shard else 0,
         total_files=options.total_files,
+        model_file_sha256=embedder.model.sha256,
+        precision=info.precision,
+        channel="mean" if options.channel is None else str(options.channel),
     )
     summary = ExtractSummary(Path(output))
     sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio itself
@@ -109,6 +149,8 @@ def extract(
             progress(name, 0.0)
 
     def load(file: AudioFile) -> Decoded:
+        if file.problem:
+            raise W2VEmbedError(file.problem)
         return decode(file.path, channel=options.channel, target_rate=info.sample_rate)
 
     def signals() -> Iterator[tuple[str, np.ndarray]]:

@@ -8,6 +8,8 @@ describe the model so that no checkpoint is needed at extraction time.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunking import FrameGrid
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 from .graphcut import cut_model, read_metadata
 from .layers import LAST, Layer, depth, output_name
 
@@ -99,7 +101,7 @@ def select_providers(device: str) -> list[str]:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "auto":
         return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
-    raise W2VEmbedError(f"--device {device}: expected auto, cpu or cuda")
+    raise UsageError(f"--device {device}: expected auto, cpu or cuda")
 
 
 def default_threads() -> int:
@@ -108,6 +110,14 @@ def default_threads() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:
         return max(os.cpu_count() or 1, 1)
+
+
+def _check_threads(threads: int) -> int:
+    """Refuse what cannot help: far more threads than cores only contend (1000 ran 60x slower)."""
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= threads <= most:
+        raise UsageError(f"--threads {threads}: expected 1..{most} (this machine has {os.cpu_count()} cores)")
+    return threads
 
 
 def default_model_path() -> Path:
@@ -148,6 +158,19 @@ def check_external_data(path: Path, info: ModelInfo) -> None:
         )
 
 
+def _check_loadable(path: Path) -> None:
+    """Say "truncated or corrupt" for a file that ONNX Runtime cannot parse, rather than "not a w2v-embed model"."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+        raise W2VEmbedError(
+            f"{path}: truncated or corrupt ONNX file ({path.stat().st_size} bytes; {str(exc).splitlines()[0]}); "
+            "copy or export it again"
+        ) from exc
+
+
 class OnnxModel:
     """An exported wav2vec2 model; one ONNX Runtime session per depth, so `--layers 6` stops at layer 6."""
 
@@ -157,13 +180,28 @@ class OnnxModel:
             raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
         self.providers = select_providers(device)
         self.requested_device = device
-        self.threads = threads or default_threads()
+        self.threads = default_threads() if threads is None else _check_threads(threads)
         try:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
         except ValueError as exc:
             raise W2VEmbedError(f"{self.path}: not an ONNX model ({exc})") from exc
+        except W2VEmbedError:
+            _check_loadable(self.path)  # metadata is stored last: a truncated copy loses it first
+            raise
         check_external_data(self.path, self.info)
         self.sessions: dict[int, object] = {}
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Of the file itself (and its external data file), as loaded: the metadata's weights hash is the
+        checkpoint's, the same for its int8 and float16 exports and for a copy with damaged bytes."""
+        digest = hashlib.sha256()
+        files = [self.path] + ([self.path.parent / self.info.external_data] if self.info.external_data else [])
+        for file in files:
+            with file.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        return digest.hexdigest()
 
     @property
     def device(self) -> str:

@@ -6,6 +6,8 @@ small segment files in `OUT.h5.parts/`, each written under a temporary name and 
 so a segment is either whole or absent. Only `close()` builds OUT.h5: it streams the old OUT.h5 (when
 resuming a finished file) and the segments into `OUT.h5.tmp-<pid>` and renames that over OUT.h5. A
 kill at any moment therefore loses at most the buffered, uncommitted files, which `--resume` redoes.
+`--overwrite` leaves the old OUT.h5 alone until that rename; a marker file in the parts folder says
+the segments replace it rather than extend it, so a resumed overwrite never merges the old rows in.
 
 Segments use the very layout of the final file, so one merge routine reads both.
 """
@@ -20,6 +22,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import W2VEmbedError
+from .errors import UsageError, W2VEmbedError
 from .layers import LAST, Layer, dataset_name, from_text
 
 try:  # POSIX only; without it (Windows) runs are not protected against a second writer
@@ -43,10 +46,13 @@ MODES = ("new", "resume", "overwrite")
 
 _STR = h5py.string_dtype()
 _SEGMENT = re.compile(r"seg-(\d+)\.h5")
+_REPLACES = "replaces-output"  # in OUT.h5.parts/: these parts are an --overwrite run; OUT.h5 is not merged in
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size target: fits the default 1 MiB chunk cache
 _COPY_BYTES = 64 << 20  # merge copies at most this much at a time
 _BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
 # What must match to continue a run, with the words an error message uses for it.
+# Not in files written before they were recorded: "" there means unknown, not a mismatch.
+_RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel")
 _RESUME_FIELDS = {
     "model_sha256": "model sha256",
     "hidden_size": "hidden size",
@@ -55,6 +61,9 @@ _RESUME_FIELDS = {
     "dtype": "dtype",
     "chunk_seconds": "chunk seconds",
     "context_seconds": "context seconds",
+    "model_file_sha256": "model file sha256",
+    "precision": "model precision",
+    "channel": "channel",
     "shard": "shard",
 }
 
@@ -74,6 +83,10 @@ class RunInfo:
     frame_center_offset: float = 0.0125
     chunk_seconds: float = 0.0
     context_seconds: float = 0.0
+    # Recorded since issue 9; "" = not recorded (an older file), which resume does not compare.
+    model_file_sha256: str = ""  # of the .onnx file itself: an int8/fp16 export or a damaged copy differs
+    precision: str = ""  # the model's float32 | int8 | float16
+    channel: str = ""  # "mean" of all channels, or the 0-based channel number used
     shard: str = ""  # "I/N" for a job of an array (extract --shard), "" otherwise
     shard_files: int = 0  # files assigned to this shard: stored + failed must reach it before a merge
     total_files: int = 0  # files in the whole list the shards split
@@ -134,6 +147,9 @@ class RunInfo:
             "chunk_seconds": float(self.chunk_seconds),
             "context_seconds": float(self.context_seconds),
             "dtype": self.dtype,
+            "model_file_sha256": self.model_file_sha256,
+            "precision": self.precision,
+            "channel": self.channel,
             "shard": self.shard,
             "shard_files": np.int64(self.shard_files),
             "total_files": np.int64(self.total_files),
@@ -182,6 +198,8 @@ class FeatureWriter:
         if commit_every_files < 1 or commit_every_seconds < 0:
             raise W2VEmbedError("commit_every_files must be >= 1 and commit_every_seconds >= 0")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a folder; give a file name, e.g. {self.path / 'features.h5'}")
         self.info = info
         self.parts = _parts_dir(self.path)
         self.commit_every_files = commit_every_files
@@ -190,13 +208,14 @@ class FeatureWriter:
         self._buffer = _Buffer()
         self._dtype = np.dtype(info.dtype)
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _Lock(self.path)
-        try:
-            self._prepare(mode)
-        except BaseException:
-            self._lock.release()
-            raise
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _Lock(self.path)
+            try:
+                self._prepare(mode)
+            except BaseException:
+                self._lock.release()
+                raise
         self._next_segment = max(_segment_numbers(self.parts), default=0) + 1
         self._last_commit = time.monotonic()
 
@@ -208,9 +227,10 @@ class FeatureWriter:
         if mode == "new" and (self.path.exists() or self.parts.exists()):
             existing = self.path if self.path.exists() else self.parts
             raise W2VEmbedError(f"{existing} exists; pass --resume to continue it or --overwrite to replace it")
-        if mode == "overwrite":
-            self.path.unlink(missing_ok=True)
+        if mode == "overwrite":  # OUT.h5 itself stays readable until close() renames the new one over it
             shutil.rmtree(self.parts, ignore_errors=True)
+            self.parts.mkdir()
+            _atomic_write_text(self.parts / _REPLACES, "")
         if mode == "resume":
             self.done = self._scan_existing()
         self.parts.mkdir(exist_ok=True)
@@ -221,7 +241,7 @@ class FeatureWriter:
     def _scan_existing(self) -> set[str]:
         """Names already stored in OUT.h5 and the segments, after checking they match this run."""
         done: set[str] = set()
-        if self.path.exists():
+        if self._merges_output():
             with _open_output(self.path) as f:
                 _check_resumable(self.path, _stored_info(f), self.info)
                 done.update(_read_strings(f["paths"]))
@@ -294,14 +314,16 @@ class FeatureWriter:
 
     def _commit(self) -> None:
         self._last_commit = time.monotonic()
+        self._lock.verify()
         if not len(self._buffer):
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
         temp = final.with_name(final.name + ".tmp")
         try:
-            _write_segment(temp, self.info, self._buffer)
-            _fsync_file(temp)
-            os.replace(temp, final)
+            with _writing(self.parts):
+                _write_segment(temp, self.info, self._buffer)
+                _fsync_file(temp)
+                os.replace(temp, final)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -319,10 +341,12 @@ class FeatureWriter:
             self._commit()
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             try:
-                sources = ([self.path] if self.path.exists() else []) + _segments(self.parts)
-                _merge(sources, temp, self.info)
-                _fsync_file(temp)
-                os.replace(temp, self.path)
+                sources = ([self.path] if self._merges_output() else []) + _segments(self.parts)
+                with _writing(self.path):
+                    _merge(sources, temp, self.info)
+                    _fsync_file(temp)
+                    self._lock.verify()  # a merge can take minutes
+                    os.replace(temp, self.path)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -343,6 +367,10 @@ class FeatureWriter:
         finally:
             self._finish()
 
+    def _merges_output(self) -> bool:
+        """Whether the existing OUT.h5 is part of this run's result (not when an --overwrite run replaces it)."""
+        return self.path.exists() and not (self.parts / _REPLACES).exists()
+
     def _finish(self) -> None:
         self._closed = True
         self._lock.release()
@@ -359,6 +387,20 @@ class FeatureWriter:
             self.close()
         else:
             self.abort()
+
+
+@contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only folder, no permission) into one line naming `where`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            message = f"no space left on the device of {where}; free some space and rerun with --resume (finished files are kept)"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            message = f"cannot write {where}: {reason}"
+        raise W2VEmbedError(message) from None
 
 
 # -- locking ---------------------------------------------------------------------------------------
@@ -392,10 +434,21 @@ class _Lock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
+    def verify(self) -> None:
+        """Refuse to write on when OUT.h5.lock is no longer the file we locked: deleted by hand, a second
+        writer locks a new one and both write the same parts (the first then reported files it lost)."""
+        if self.fd is not None and not _same_file(self.fd, self.path):
+            raise W2VEmbedError(
+                f"{self.path} was removed or replaced while this run held it, so another w2v-embed process may be "
+                "writing the same output; stopped without saving the files since the last commit. "
+                "When no other run is active, continue with --resume"
+            )
+
     def release(self) -> None:
         if self.fd is None:
             return
-        self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
+        if _same_file(self.fd, self.path):  # never another writer's lock
+            self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
         os.close(self.fd)
         self.fd = None
 
@@ -494,7 +547,7 @@ def _stored_info(f: h5py.File) -> RunInfo:
 def _check_resumable(where: Path, stored: RunInfo, new: RunInfo) -> None:
     for name, words in _RESUME_FIELDS.items():
         old, now = getattr(stored, name), getattr(new, name)
-        if old != now:
+        if old != now and not (old == "" and name in _RECORDED_SINCE_ISSUE_9):
             raise W2VEmbedError(
                 f"cannot resume: {where} was written with {words} {_show(old)}, this run asks for {_show(now)}; "
                 "use the same settings, or pass --overwrite to start over"
@@ -510,7 +563,78 @@ def _show(value: Any) -> str:
 
 
 def _read_strings(dataset: h5py.Dataset) -> list[str]:
-    return [str(s) for s in dataset.asstr()[()]]
+    """Back to the str that was stored (a name that is not UTF-8 returns as os.fsdecode gives it)."""
+    return [str(s) for s in dataset.asstr(errors="surrogateescape")[()]]
+
+
+def _encode_strings(strings: list[str]) -> np.ndarray:
+    """File names as the file system's bytes: UTF-8 for ordinary names, and any other name (e.g. Latin-1
+    'caf\\xe9.wav', which Python holds as 'caf\\udce9.wav') byte for byte, where strict UTF-8 would crash."""
+    return np.array([s.encode("utf-8", "surrogateescape") for s in strings], dtype=object)
+
+
+class _UnfailingFile:
+    """A file for h5py that never tells HDF5 a write failed: HDF5 2.0 keeps a file it could not write
+    half-open and crashes at interpreter exit (a full disk ended in exit 139). The first OSError is kept
+    for `_create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway).
+    Unbuffered, so every write reaches the OS here, where its error is caught."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by _create_h5)
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while len(view) and self.error is None:
+            try:
+                view = view[self._file.write(view) :]  # a raw write may be partial (the disk filling up)
+            except OSError as exc:
+                self.error = exc
+        return total
+
+    def truncate(self, size: int | None = None) -> None:
+        try:
+            self._file.truncate(size)
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+
+@contextmanager
+def _create_h5(path: Path) -> Iterator[h5py.File]:
+    """h5py.File(path, "w") whose write errors (ENOSPC, EIO …) are raised here, after HDF5 closed the file."""
+    target = _UnfailingFile(path)
+    try:
+        with h5py.File(target, "w") as f:
+            yield f
+    except Exception:
+        if target.error is None:
+            raise
+    finally:
+        target.close()
+    if target.error is not None:
+        raise target.error
 
 
 # -- writing the layout ----------------------------------------------------------------------------
@@ -539,17 +663,17 @@ def _create_layout(
     names = create("failed/paths", (len(failures),), _STR)
     errors = create("failed/errors", (len(failures),), _STR)
     if failures:
-        names[:] = np.array([n for n, _ in failures], dtype=object)
-        errors[:] = np.array([e for _, e in failures], dtype=object)
+        names[:] = _encode_strings([n for n, _ in failures])
+        errors[:] = _encode_strings([e for _, e in failures])
 
 
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
     entries = buffer.entries
     lengths = [len(e.features[info.layers[0]]) for e in entries] if info.frame_level else []
-    with h5py.File(path, "w") as f:
+    with _create_h5(path) as f:
         _create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
         if entries:
-            f["paths"][:] = np.array([e.name for e in entries], dtype=object)
+            f["paths"][:] = _encode_strings([e.name for e in entries])
             f["num_samples"][:] = [e.num_samples for e in entries]
             f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
@@ -613,7 +737,7 @@ def _merge(paths: list[Path], out: Path, info: RunInfo) -> None:
     sources, failures = _plan(paths, info)
     rows = sum(int(s.keep.sum()) for s in sources)
     frames = sum(int(s.offsets[b] - s.offsets[a]) for s in sources if s.offsets is not None for a, b in _runs(s.keep))
-    with h5py.File(out, "w") as f:
+    with _create_h5(out) as f:
         _create_layout(f, info, rows, frames, failures, resizable=True)
         row = frame = 0
         for source in sources:

@@ -39,6 +39,7 @@ class ExportOptions:
     quantize: str | None = None  # "int8": dynamic int8 MatMuls for CPU; "fp16": half precision for CUDA
     min_cosine: float = 0.995  # a quantized model must keep at least this cosine to float32 on every layer
     external_data_bytes: int = EXTERNAL_DATA_BYTES  # weights above this go to NAME.onnx.data (protobuf: 2 GB)
+    overwrite: bool = False  # replace an existing output file
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,12 @@ def export_model(
     started = time.perf_counter()
     if options.quantize is not None and options.quantize not in PRECISIONS:
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
+    target = Path(options.output) if options.output else default_output(source)
+    _check_target(target, options.overwrite)
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir)
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
-    target = Path(options.output) if options.output else default_output(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
@@ -146,3 +148,11 @@ def export_model(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(target, info, report, time.perf_counter() - started, quantization, checkpoint.notes)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Refuse before minutes of export and verification, and never replace a model silently."""
+    if target.is_dir():
+        raise UsageError(f"{target} is a folder; give a file name, e.g. {target / 'model.onnx'}")
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists; pass --overwrite to replace it")
