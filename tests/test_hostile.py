@@ -50,7 +50,7 @@ def extract_to(out: Path, inputs: list[Path], model: Path, mode: str = "new", **
     return extract(discover([str(p) for p in inputs]), out, embedder, ExtractOptions(mode=mode, **options))
 
 
-def test_a_damaged_model_gives_failed_files_and_is_refused_on_resume(onnx_model, tmp_path):
+def test_a_damaged_model_is_refused_on_resume_and_stops_a_new_run_before_any_file(onnx_model, tmp_path):
     corpus = tmp_path / "corpus"
     for i in range(2):
         write_audio(corpus / f"{i}.wav", sine(1.0, 16_000, freq=300 + 100 * i), 16_000)
@@ -61,10 +61,11 @@ def test_a_damaged_model_gives_failed_files_and_is_refused_on_resume(onnx_model,
     bad_inputs.corrupted_copy(onnx_model("group"), model)  # 8 bytes of bit rot in the weights
     with pytest.raises(W2VEmbedError, match="cannot resume: .* model file sha256 .*--overwrite"):
         extract_to(out, [corpus], model, "resume")
-    summary = extract_to(out, [corpus], model, "overwrite")
-    assert summary.ok == 0 and summary.failed == 2
-    assert {reason for _, reason in summary.failures} == {
-        "the model's output is not finite (NaN or infinite values in layer 3)"}
+    before = load(out)
+    with pytest.raises(W2VEmbedError, match=r"model\.onnx: the model's output is not finite .* on 1 s of plain noise; "
+                                             "the model file is damaged"):
+        extract_to(out, [corpus], model, "overwrite")
+    assert load(out)[0] == before[0] and not (tmp_path / "out.h5.parts").exists()  # nothing touched
 
 
 def test_resume_with_another_channel_is_refused(onnx_model, tmp_path):
@@ -281,3 +282,16 @@ def test_names_that_look_like_markup_are_printed_as_they_are(onnx_model, tmp_pat
     assert result.exit_code == 1 and f"failed: {missing}: cannot decode {missing}: no such file" in result.output
     result = runner.invoke(app, ["extract", str(missing), "-o", str(folder), "-m", model])
     assert result.exit_code == 2 and result.output.startswith(f"error: {folder} is a folder"), result.output
+
+
+def test_info_on_a_damaged_model_says_it_is_damaged(onnx_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from w2v_embed.cli import app
+
+    runner = CliRunner()
+    good = runner.invoke(app, ["info", str(onnx_model("group"))])
+    assert good.exit_code == 0 and "finite features on 1 s of noise" in good.output
+    model = bad_inputs.corrupted_copy(onnx_model("group"), tmp_path / "model.onnx")
+    result = runner.invoke(app, ["info", str(model)])
+    assert result.exit_code == 1 and "the model file is damaged" in result.output

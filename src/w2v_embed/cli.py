@@ -334,16 +334,17 @@ def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exp
 def _info(path: Path) -> None:
     table = Table(show_header=False, title=_shown(path))
     if path.suffix == ".onnx":
-        from .runtime import OnnxModel
+        from .embedder import EmbedOptions, Embedder
 
         if not path.exists():
             raise UsageError(f"{path}: no such file")
-
-        model = OnnxModel(path, device="cpu")
-        model_info = model.info
+        embedder = Embedder(path, device="cpu", options=EmbedOptions("all"))
+        embedder.self_check()
+        model_info = embedder.info
         for key, value in vars(model_info).items():
             table.add_row(key, _shown(value))
-        table.add_row("file_sha256", model.sha256)
+        table.add_row("file_sha256", embedder.model.sha256)
+        table.add_row("self_check", "finite features on 1 s of noise")
         table.add_row("frame_rate", f"{model_info.frame_rate:g} Hz")
         table.add_row("receptive_field", f"{model_info.grid.receptive_field} samples")
         out.print(table)

@@ -190,6 +190,17 @@ class Embedder:
                     del remaining[piece.key]
                     yield piece.key, _finite({layer: p.result() for layer, p in poolers.pop(piece.key).items()})
 
+    def self_check(self) -> None:
+        """Fail fast on a damaged model: a corrupted weight gives NaN for every file, which per-file checks
+        would find one failed file at a time. Plain noise must give finite features."""
+        noise = np.random.default_rng(0).uniform(-0.5, 0.5, self.info.sample_rate).astype(np.float32)
+        try:
+            self.embed(noise, self.info.sample_rate)
+        except W2VEmbedError as exc:
+            raise W2VEmbedError(
+                f"{self.model.path}: {exc} on 1 s of plain noise; the model file is damaged, export or copy it again"
+            ) from None
+
     def with_options(self, **changes: object) -> Embedder:
         """The same loaded model with other options (e.g. layers=(6,), pool='none')."""
         clone = copy.copy(self)

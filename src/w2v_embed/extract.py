@@ -168,6 +168,7 @@ def extract(
     with FeatureWriter(
         Path(output), run_info, options.mode, options.save_every_files, options.save_every_seconds
     ) as writer:
+        embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
         for name, result in embedder.embed_stream(signals(), inplace=True):  # the decoded audio is ours
             num_samples, source_rate = sources.pop(name)
             if isinstance(result, W2VEmbedError):
