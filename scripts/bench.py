@@ -96,8 +96,18 @@ def child(kind: str, args: dict) -> dict:
         import torch
         from transformers import AutoModel
 
+        # Weights allocated once and filled in place (a 2B model is 8.6 GB; transformers' own init holds more).
         torch.manual_seed(0)
-        AutoModel.from_config(_config(args["size"])).save_pretrained(args["checkpoint"])
+        with torch.device("meta"):
+            model = AutoModel.from_config(_config(args["size"]))
+        model.to_empty(device="cpu")
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.ndim == 1:  # norms' scales 1, biases 0
+                    param.fill_(1.0 if name.endswith("weight") else 0.0)
+                else:
+                    param.normal_(0.0, 0.02)
+        model.save_pretrained(args["checkpoint"])
         return dict(rss=_peak_rss())
     if kind == "export":
         from w2v_embed.export import ExportOptions, export_model
