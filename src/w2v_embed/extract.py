@@ -16,13 +16,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from .audio import Decoded, decode
 from .discover import AudioFile
-from .embedder import Embedder
+from .embedder import Embedder, Features
 from .errors import UsageError, W2VEmbedError
 from .store import FeatureWriter, RunInfo
 
@@ -109,17 +109,71 @@ def _work(func: Callable[[T], R], jobs: SimpleQueue[tuple[T, Future[R]] | None])
                 future.set_exception(exc)
 
 
-def extract(
-    files: list[AudioFile],
-    output: str | Path,
-    embedder: Embedder,
-    options: ExtractOptions = ExtractOptions(),
-    progress: Progress | None = None,
-) -> ExtractSummary:
-    """Embed every file into `output`; bad files are recorded under /failed, never fatal."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Result:
+    """One file's outcome from an engine: its features, or why it failed."""
+
+    name: str
+    num_samples: int = 0  # at 16 kHz
+    source_sample_rate: int = 0
+    features: Features | None = None
+    error: str = ""
+
+
+class Engine(Protocol):
+    """Where decoding and inference run: this process (LocalEngine) or a Ray cluster (ray_engine)."""
+
+    embedder: Embedder  # in this process: what the run computes, checked before any file
+
+    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]: ...
+
+
+class LocalEngine:
+    """Decode threads ahead of the Embedder, both in this process."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]:
+        rate = self.embedder.info.sample_rate
+        sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio
+        failed: list[Result] = []  # decode failures, handed out between model results
+
+        def load(file: AudioFile) -> Decoded:
+            return decode_file(file, options.channel, rate)
+
+        def signals() -> Iterator[tuple[str, np.ndarray]]:
+            for file, future in prefetch(load, files, options.decode_workers, options.decode_ahead):
+                try:
+                    audio = future.result()
+                except W2VEmbedError as exc:
+                    failed.append(Result(file.name, error=str(exc)))
+                    continue
+                sources[file.name] = (len(audio.samples), audio.source_sample_rate)
+                yield file.name, audio.samples
+
+        for name, result in self.embedder.embed_stream(signals(), inplace=True):  # the decoded audio is ours
+            yield from failed
+            failed.clear()
+            num_samples, source_rate = sources.pop(name)
+            if isinstance(result, W2VEmbedError):
+                yield Result(name, num_samples, source_rate, error=str(result))
+            else:
+                yield Result(name, num_samples, source_rate, result)
+        yield from failed
+
+
+def decode_file(file: AudioFile, channel: int | None, rate: int) -> Decoded:
+    """A discovered file as 16 kHz mono, or the reason it cannot be (found while walking, or decoding)."""
+    if file.problem:
+        raise W2VEmbedError(file.problem)
+    return decode(file.path, channel=channel, target_rate=rate)
+
+
+def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]) -> RunInfo:
+    """What a run computes, as the output records it (and resume and merge compare it)."""
     info = embedder.info
-    run_info = RunInfo(
+    return RunInfo(
         model=info.source,
         model_sha256=info.weights_sha256,
         layers=embedder.layers,
@@ -138,48 +192,45 @@ def extract(
         precision=info.precision,
         channel="mean" if options.channel is None else str(options.channel),
     )
+
+
+def extract(
+    files: list[AudioFile],
+    output: str | Path,
+    embedder: Embedder,
+    options: ExtractOptions = ExtractOptions(),
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+) -> ExtractSummary:
+    """Embed every file into `output`; bad files are recorded under /failed, never fatal.
+
+    `engine` runs decoding and inference (default: this process); whatever runs them, results come
+    back here to the one FeatureWriter, so every engine has the same resume and crash safety.
+    """
+    started = time.perf_counter()
+    engine = engine or LocalEngine(embedder)
     summary = ExtractSummary(Path(output))
-    sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio itself
-
-    def fail(name: str, reason: str) -> None:
-        writer.add_failure(name, reason)
-        summary.failed += 1
-        summary.failures.append((name, reason))
-        if progress:
-            progress(name, 0.0)
-
-    def load(file: AudioFile) -> Decoded:
-        if file.problem:
-            raise W2VEmbedError(file.problem)
-        return decode(file.path, channel=options.channel, target_rate=info.sample_rate)
-
-    def signals() -> Iterator[tuple[str, np.ndarray]]:
-        todo = [f for f in files if f.name not in writer.done]
-        summary.skipped = len(files) - len(todo)
-        for file, future in prefetch(load, todo, options.decode_workers, options.decode_ahead):
-            try:
-                audio = future.result()
-            except W2VEmbedError as exc:
-                fail(file.name, str(exc))
-                continue
-            sources[file.name] = (len(audio.samples), audio.source_sample_rate)
-            yield file.name, audio.samples
-
     with FeatureWriter(
-        Path(output), run_info, options.mode, options.save_every_files, options.save_every_seconds
+        Path(output), run_info(embedder, options, files), options.mode, options.save_every_files,
+        options.save_every_seconds,
     ) as writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
-        for name, result in embedder.embed_stream(signals(), inplace=True):  # the decoded audio is ours
-            num_samples, source_rate = sources.pop(name)
-            if isinstance(result, W2VEmbedError):
-                fail(name, str(result))
-                continue
-            writer.add(name, num_samples, source_rate, result)
-            seconds = num_samples / info.sample_rate
-            summary.ok += 1
-            summary.audio_seconds += seconds
+        todo = [f for f in files if f.name not in writer.done]
+        summary.skipped = len(files) - len(todo)
+        for result in engine.results(todo, options):
+            if result.name in writer.done:
+                continue  # an engine that retried a file may deliver it twice: it is stored once
+            seconds = result.num_samples / embedder.info.sample_rate
+            if result.features is None:
+                writer.add_failure(result.name, result.error)
+                summary.failed += 1
+                summary.failures.append((result.name, result.error))
+                seconds = 0.0
+            else:
+                writer.add(result.name, result.num_samples, result.source_sample_rate, result.features)
+                summary.ok += 1
+                summary.audio_seconds += seconds
             if progress:
-                progress(name, seconds)
+                progress(result.name, seconds)
     summary.wall_seconds = time.perf_counter() - started
     return summary
-
