@@ -143,6 +143,9 @@ def extract(
     shard: Annotated[Optional[str], typer.Option(help="Embed only part I of N (0-based) of the file list, balanced by bytes, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the parts with `w2v-embed merge`.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     progress_seconds: Annotated[float, typer.Option(help="When stderr is not a terminal (batch jobs): a progress line this often; 0 = none.")] = 60.0,
+    ray: Annotated[Optional[str], typer.Option(help="Run on Ray: 'local' starts one here, 'auto' or HOST:PORT joins a cluster (needs the ray extra).")] = None,
+    ray_actors: Annotated[int, typer.Option(help="With --ray: Embedder actors, each holding the model (--threads each; one GPU each with --device cuda).")] = 1,
+    ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
@@ -154,6 +157,8 @@ def extract(
       find corpus -name '*.flac' | w2v-embed extract --files-from - -o feats.h5
 
       w2v-embed extract a.wav b.mp3 -o frames.h5 --pool none --layers all
+
+      w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
     """
     from .embedder import EmbedOptions
     from .extract import ExtractOptions
@@ -168,7 +173,15 @@ def extract(
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard)
     if not math.isfinite(progress_seconds) or progress_seconds < 0:
         _fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
-    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds)
+    ray_options = None
+    if ray is not None:
+        from .ray_engine import RayOptions
+
+        address = None if ray.strip().lower() in ("", "local") else ray.strip()
+        ray_options = _run(partial(RayOptions, address=address, actors=ray_actors, threads_per_actor=threads or 1,
+                                   gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip))
+    _run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
+         ray_options)
 
 
 @dataclass(frozen=True)
@@ -202,14 +215,20 @@ class _Selection:
 
 
 def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
-             embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float) -> None:
+             embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float,
+             ray_options: object) -> None:
     from .embedder import Embedder
     from .extract import extract
-
     from .shards import Shard, select
 
     shard = Shard.parse(selection.shard) if selection.shard is not None else None
-    embedder = Embedder(model, device=device, threads=threads, options=embed)  # bad model or layers fail first
+    # Bad model or layers fail first. With Ray this one only checks (on CPU): the actors compute.
+    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed)
+    engine = None
+    if ray_options is not None:
+        from .ray_engine import RayEngine
+
+        engine = RayEngine(embedder, embedder.model.path, device, ray_options)
     if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
@@ -219,7 +238,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     show = not quiet and not json_summary
     with _progress(show and err.is_terminal, len(files)) as bar:
         log = _ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
-        summary = extract(files, output, embedder, options, progress=bar or log)
+        summary = extract(files, output, embedder, options, progress=bar or log, engine=engine)
     for name, reason in summary.failures:
         err.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
     if json_summary:

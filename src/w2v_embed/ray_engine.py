@@ -1,0 +1,185 @@
+"""The same job on a Ray cluster: decode tasks on CPU workers → an actor pool of Embedders → this process.
+
+Ray Data streams the file list through `map` (decoding and resampling as tasks, anywhere in the
+cluster) and `map_batches` with a class (actors that each hold one ONNX Runtime session, created
+once), like Ray's batch-inference examples. Results come back to the driver, where `extract`'s one
+FeatureWriter stores them: pooled rows are a few kB, and even frame-level rows (~150 kB per audio
+second per layer for a base model) are far below what one writer takes in, so the output, resume
+and crash safety are exactly a local run's. Actors are restarted and their batches retried when a
+worker dies; a file delivered twice is stored once.
+
+Needs the `ray` extra: pip install 'w2v-embed[ray]'.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .discover import AudioFile
+from .embedder import EmbedOptions, Embedder
+from .errors import UsageError, W2VEmbedError
+from .extract import ExtractOptions, Result, decode_file
+from .layers import dataset_name
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: `address` None starts a local Ray; "auto" or "host:port" joins a cluster."""
+
+    address: str | None = None
+    actors: int = 1  # Embedders in the pool (each holds the model)
+    threads_per_actor: int = 1  # ONNX Runtime threads, and CPUs reserved, per actor
+    gpus_per_actor: float = 0.0  # with --device cuda: usually 1
+    files_per_batch: int = 4  # files handed to an actor at once
+    node_ip: str | None = None  # this node's address, where Ray's own guess is wrong (e.g. only loopback works)
+    num_cpus: int | None = None  # a local Ray's CPUs (default: all)
+
+    def __post_init__(self) -> None:
+        for name in ("actors", "threads_per_actor", "files_per_batch"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--ray-{name.replace('_', '-')} {getattr(self, name)}: expected a whole number >= 1")
+        if self.gpus_per_actor < 0:
+            raise UsageError(f"gpus_per_actor {self.gpus_per_actor}: expected >= 0")
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise W2VEmbedError("--ray needs Ray; install the ray extra: pip install 'w2v-embed[ray]'") from exc
+    return ray
+
+
+def connect(options: RayOptions) -> None:
+    """Join (or start) Ray unless this process already did; the CLI's Ray, or a notebook's own."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if options.node_ip:
+        kwargs["_node_ip_address"] = options.node_ip
+    if options.address:
+        kwargs["address"] = options.address
+    elif options.num_cpus:
+        kwargs["num_cpus"] = options.num_cpus
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise W2VEmbedError(f"cannot reach Ray at {options.address or 'a new local instance'} ({exc})") from exc
+
+
+def _text(value: str) -> bytes:
+    """File names and messages cross Arrow as bytes: names need not be UTF-8 (see discover)."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _untext(value: bytes) -> str:
+    return bytes(value).decode("utf-8", "surrogateescape")
+
+
+def _decode_row(row: dict[str, Any], channel: int | None, rate: int) -> dict[str, Any]:
+    """A Ray task: a file (by its index in the driver's list) → 16 kHz mono samples, or why it failed."""
+    file = AudioFile(Path(os.fsdecode(row["path"])), "", _untext(row["problem"]) or None)
+    try:
+        audio = decode_file(file, channel, rate)
+    except W2VEmbedError as exc:
+        return {"index": row["index"], "samples": np.zeros(0, np.float32), "source_rate": 0, "error": _text(str(exc))}
+    return {"index": row["index"], "samples": audio.samples, "source_rate": audio.source_sample_rate, "error": b""}
+
+
+class _Embed:
+    """An actor of the pool: holds one Embedder (one ONNX Runtime session) for its lifetime."""
+
+    def __init__(self, model: str, options: EmbedOptions, device: str, threads: int) -> None:
+        import ray
+
+        self.embedder = Embedder(model, device=device, threads=threads, options=options)
+        self.hidden = self.embedder.info.hidden_size
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = [int(i) for i in batch["index"]]
+        errors = [bytes(e) for e in batch["error"]]
+        samples = list(batch["samples"])
+        ok = [(key, np.asarray(x, np.float32)) for key, x, error in zip(keys, samples, errors) if not error]
+        results = dict(self.embedder.embed_stream(ok))
+        pool = self.embedder.options.pool
+        width = 2 * self.hidden if pool == "meanstd" else self.hidden
+        empty = np.zeros((0, width) if pool == "none" else (0,), np.float32)
+        columns: dict[Any, list] = {layer: [] for layer in self.embedder.layers}
+        for key, error in zip(keys, errors):
+            result = results.get(key)
+            if isinstance(result, W2VEmbedError):
+                errors[keys.index(key)] = error = _text(str(result))
+            for layer, column in columns.items():
+                column.append(empty if error else result[layer])
+        out = {
+            "index": np.asarray(keys), "error": np.asarray(errors, dtype=object), "node": np.asarray([self.node] * len(keys)),
+            "num_samples": np.asarray([len(x) for x in samples]), "source_rate": np.asarray(batch["source_rate"]),
+        }
+        out.update({dataset_name(layer): _column(column) for layer, column in columns.items()})
+        return out
+
+
+def _column(values: list[np.ndarray]) -> np.ndarray:
+    """One array per row: stacked when all have one shape, else an object array (frame-level rows)."""
+    if len({v.shape for v in values}) == 1:
+        return np.stack(values)
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+class RayEngine:
+    """Decoding as Ray tasks, inference in an actor pool; `extract(..., engine=RayEngine(...))`."""
+
+    def __init__(self, embedder: Embedder, model: str | Path, device: str, options: RayOptions = RayOptions()) -> None:
+        self.embedder = embedder  # this process's: checks the model and the options before anything is sent
+        self.model, self.device, self.options = str(Path(model).resolve()), device, options
+        self.nodes: Counter[str] = Counter()  # files embedded per Ray node, for the curious (and the tests)
+
+    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]:
+        if not files:
+            return
+        ray = require_ray()
+        connect(self.options)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # extract reports progress itself; Ray Data would log it again
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        pool = self.options
+        rows = [{"index": i, "path": os.fsencode(Path(f.path).resolve()), "problem": _text(f.problem or "")}
+                for i, f in enumerate(files)]
+        data = (
+            ray.data.from_items(rows)
+            .map(_decode_row, fn_kwargs={"channel": options.channel, "rate": self.embedder.info.sample_rate})
+            .map_batches(
+                _Embed,
+                fn_constructor_args=(self.model, self.embedder.options, self.device, pool.threads_per_actor),
+                batch_size=pool.files_per_batch,
+                compute=ray.data.ActorPoolStrategy(size=pool.actors),
+                num_cpus=pool.threads_per_actor,
+                num_gpus=pool.gpus_per_actor or None,
+                max_restarts=-1,
+                max_task_retries=-1,
+            )
+        )
+        layers = self.embedder.layers
+        for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+            self.nodes.update(str(n) for n in batch["node"])
+            for i, index in enumerate(batch["index"]):
+                name = files[int(index)].name
+                error = _untext(batch["error"][i])
+                num_samples, rate = int(batch["num_samples"][i]), int(batch["source_rate"][i])
+                if error:
+                    yield Result(name, num_samples, rate, error=error)
+                else:
+                    yield Result(name, num_samples, rate, {k: np.asarray(batch[dataset_name(k)][i]) for k in layers})

@@ -1,0 +1,106 @@
+"""extract on Ray (local, num_cpus=2): the same output as a local run, resume after a killed driver,
+and nothing lost or stored twice when an actor dies mid-run. One Ray instance for the module."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from conftest import _load_script  # noqa: E402
+from w2v_embed.discover import discover  # noqa: E402
+from w2v_embed.embedder import EmbedOptions, Embedder  # noqa: E402
+from w2v_embed.extract import ExtractOptions, extract  # noqa: E402
+from w2v_embed.ray_engine import RayEngine, RayOptions  # noqa: E402
+from w2v_embed.store import load, read_summary  # noqa: E402
+
+make_corpus = _load_script("make_example_audio").make_corpus
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.2", include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-data") / "corpus"
+    make_corpus(root)
+    return root
+
+
+def _run(model, corpus, out, engine: bool, progress=None, mode="new", pool="mean"):
+    embedder = Embedder(model, device="cpu", options=EmbedOptions("1,last", pool))
+    ray_engine = RayEngine(embedder, model, "cpu", RayOptions(files_per_batch=2)) if engine else None
+    return extract(discover([str(corpus)]), out, embedder, ExtractOptions(mode=mode), progress, ray_engine)
+
+
+def _same_output(a, b, layer="last"):
+    paths_a, x_a = load(a, layer=layer)
+    paths_b, x_b = load(b, layer=layer)
+    assert sorted(paths_a) == sorted(paths_b) and len(set(paths_a)) == len(paths_a)
+    np.testing.assert_allclose(x_a[[paths_a.index(p) for p in paths_b]], x_b, atol=1e-5)
+    assert sorted(read_summary(a)["failed"]) == sorted(read_summary(b)["failed"])
+
+
+@pytest.mark.parametrize("pool", ["mean", "none"])
+def test_ray_equals_a_local_run(local_ray, onnx_model, corpus, tmp_path, pool):
+    model = onnx_model("group")
+    summary = _run(model, corpus, tmp_path / "ray.h5", engine=True, pool=pool)
+    _run(model, corpus, tmp_path / "local.h5", engine=False, pool=pool)
+    assert summary.ok >= 4 and summary.failed >= 1  # the example corpus has a corrupt file
+    if pool == "mean":
+        _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")
+        _same_output(tmp_path / "ray.h5", tmp_path / "local.h5", layer=1)
+    else:
+        frames_ray, frames_local = load(tmp_path / "ray.h5", layer="last"), load(tmp_path / "local.h5", layer="last")
+        assert frames_ray.keys() == frames_local.keys()
+        for name in frames_local:
+            np.testing.assert_allclose(frames_ray[name], frames_local[name], atol=1e-5)
+
+
+def test_killed_driver_resumes_and_computes_only_what_is_missing(local_ray, onnx_model, corpus, tmp_path):
+    model = onnx_model("group")
+    seen = []
+
+    def interrupt(name, seconds):
+        seen.append(name)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(model, corpus, tmp_path / "ray.h5", engine=True, progress=interrupt)
+    summary = _run(model, corpus, tmp_path / "ray.h5", engine=True, mode="resume")
+    assert summary.skipped >= 2  # stored before the interrupt (a failed file is retried)
+    _run(model, corpus, tmp_path / "local.h5", engine=False)
+    _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")
+
+
+def _embed_actor_pids() -> list[int]:
+    """Processes of the pool's actors: Ray titles them after the actor class."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if "MapBatches(_Embed)" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_an_actor_killed_mid_run_loses_nothing(local_ray, onnx_model, corpus, tmp_path):
+    model = onnx_model("group")
+    killed = []
+
+    def kill_an_actor(name, seconds):
+        pids = _embed_actor_pids()
+        if not killed and pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    summary = _run(model, corpus, tmp_path / "ray.h5", engine=True, progress=kill_an_actor)
+    assert killed, "no actor was found to kill"
+    _run(model, corpus, tmp_path / "local.h5", engine=False)
+    _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")
+    assert summary.ok + summary.failed == len(discover([str(corpus)]))
