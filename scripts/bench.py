@@ -156,7 +156,7 @@ def child(kind: str, args: dict) -> dict:
             pass
         wall = time.perf_counter() - started
         return dict(realtime=audio / wall, rss=_peak_rss(), audio=audio, wall=wall)
-    elif kind in ("extract", "extract-long"):
+    elif kind in ("extract", "extract-long", "extract-ray"):
         from w2v_embed.discover import discover
         from w2v_embed.embedder import EmbedOptions, Embedder
         from w2v_embed.extract import extract
@@ -165,10 +165,33 @@ def child(kind: str, args: dict) -> dict:
         embedder = Embedder(args["model"], device=args["device"], threads=threads, options=EmbedOptions(layers, "mean"))
         files = discover([args["corpus"]])
         out = Path(args["workdir"]) / f"{kind}.h5"
+        engine, startup = None, None
+        if kind == "extract-ray":  # one actor with the same threads; decode tasks get a CPU of their own
+            import ray
+
+            from w2v_embed.ray_engine import RayEngine, RayOptions
+
+            started = time.perf_counter()
+            ray.init(num_cpus=threads + 1, _node_ip_address=args["ray_node_ip"], include_dashboard=False,
+                     log_to_driver=False)
+            startup = time.perf_counter() - started
+            engine = RayEngine(embedder, args["model"], args["device"], RayOptions(threads_per_actor=threads))
         started = time.perf_counter()
-        summary = extract(files, out, embedder, _extract_options(overwrite=True))
+        summary = extract(files, out, embedder, _extract_options(overwrite=True), engine=engine)
         wall = time.perf_counter() - started
-        return dict(realtime=summary.audio_seconds / wall, rss=_peak_rss(), audio=summary.audio_seconds, wall=wall)
+        return dict(realtime=summary.audio_seconds / wall, rss=_peak_rss(), audio=summary.audio_seconds, wall=wall,
+                    ray_startup_s=startup)
+    elif kind == "decode":
+        from w2v_embed.audio import decode
+        from w2v_embed.discover import discover
+        from w2v_embed.extract import prefetch
+
+        files = discover([args["corpus"]])
+        started = time.perf_counter()
+        samples = sum(len(f.result().samples) for _, f in prefetch(lambda f: decode(f.path), files, args["workers"],
+                                                                   2 * args["workers"]))
+        wall = time.perf_counter() - started
+        return dict(realtime=samples / 16_000 / wall, rss=_peak_rss(), wall=wall)
     else:
         raise ValueError(kind)
     step()  # warm-up
@@ -261,6 +284,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size, with the first model (0 skips)")
     parser.add_argument("--int8", action="store_true", help="also time the --quantize int8 export, model-only")
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
+    parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
+    parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
+    parser.add_argument("--decode", action="store_true", help="also time decoding + resampling alone, 1 and 2 workers")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--workdir", type=Path, default=None)
     opts = parser.parse_args()
@@ -272,6 +298,12 @@ def main() -> None:
         seconds = make_corpus(workdir / "corpus", opts.files)
         print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min of audio at 8–48 kHz")
     rows = []
+    if opts.decode and opts.files:
+        for workers in (1, 2):
+            result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads})
+            rows.append(("-", f"decode + resample to 16 kHz only (corpus), {workers} worker thread{'s' * (workers > 1)}",
+                         result["realtime"], float("nan"), float("nan"), result["rss"], float("nan")))
+            print(f"# decode, {workers} workers: {result}", flush=True)
     for index, size in enumerate([None] if opts.model else opts.sizes):
         if opts.model:
             checkpoint, model, config = None, opts.model, None
@@ -285,7 +317,8 @@ def main() -> None:
                              exported["rss"], float("nan")))
                 print(f"# {label}: export: {exported}", flush=True)
         base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
-                    model=str(model), checkpoint=str(checkpoint), workdir=str(workdir), corpus=str(workdir / "corpus"))
+                    model=str(model), checkpoint=str(checkpoint), workdir=str(workdir), corpus=str(workdir / "corpus"),
+                    ray_node_ip=opts.ray_node_ip)
         torch_rt = None
         plan = [("onnx", "w2v-embed model-only, all layers", None), ("onnx-layer6", "w2v-embed model-only, --layers 6", 6)]
         if opts.int8 and checkpoint:
@@ -297,6 +330,8 @@ def main() -> None:
         if opts.files and index == 0:
             plan.append(("corpus-model", f"w2v-embed model-only on the corpus (pre-decoded), all layers", None))
             plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
+            if opts.ray:
+                plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None))
         for kind, name, depth, *model_override in plan:
             result = run_child(kind, {**base, "model": model_override[0]} if model_override else base)
             if kind == "torch":
