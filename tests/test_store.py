@@ -492,12 +492,12 @@ def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
     writer = FeatureWriter(out, info_for(), commit_every_files=2)
     add(writer, 0)
     add(writer, 1)  # committed
-    monkeypatch.setattr("w2v_embed.store._write_segment", _fill_then_fail)
+    monkeypatch.setattr("w2v_embed.store.writer._write_segment", _fill_then_fail)
     add(writer, 2)
     with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
         add(writer, 3)
     assert sorted(p.name for p in (tmp_path / "x.h5.parts").iterdir()) == ["run.json", "seg-000001.h5"]
-    monkeypatch.setattr("w2v_embed.store._merge", lambda paths, out, info: _fill_then_fail(out))  # in the final assembly
+    monkeypatch.setattr("w2v_embed.store.writer.merge_files", lambda paths, out, info: _fill_then_fail(out))  # in the final assembly
     with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*; free some space"):
         writer.close()
     assert leftovers(out) == ["x.h5.parts"] and not out.exists()

@@ -1,0 +1,369 @@
+"""The output format ("w2v-embed/1"): what a run records (RunInfo), the HDF5 layout, and opening,
+checking and creating its files safely; shared by the writer, the merge and the reader."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..errors import W2VEmbedError
+from ..layers import LAST, Layer, dataset_name, from_text
+
+FORMAT = "w2v-embed/1"
+POOLINGS = ("mean", "max", "meanstd", "none")
+DTYPES = ("float32", "float16")
+MODES = ("new", "resume", "overwrite")
+
+_STR = h5py.string_dtype()
+_SEGMENT = re.compile(r"seg-(\d+)\.h5")
+REPLACES_MARKER = "replaces-output"  # in OUT.h5.parts/: these parts are an --overwrite run; OUT.h5 is not merged in
+_CHUNK_BYTES = 1 << 20  # HDF5 chunk size target: fits the default 1 MiB chunk cache
+COPY_BYTES = 64 << 20  # merge copies at most this much at a time
+BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
+# What must match to continue a run, with the words an error message uses for it.
+# Not in files written before they were recorded: "" there means unknown, not a mismatch.
+_RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel")
+RESUME_FIELDS = {
+    "model_sha256": "model sha256",
+    "hidden_size": "hidden size",
+    "layers": "layers",
+    "pooling": "pooling",
+    "dtype": "dtype",
+    "chunk_seconds": "chunk seconds",
+    "context_seconds": "context seconds",
+    "model_file_sha256": "model file sha256",
+    "precision": "model precision",
+    "channel": "channel",
+    "shard": "shard",
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run computes; stored as the file's attributes and compared on resume."""
+
+    model: str
+    model_sha256: str
+    layers: tuple[Layer, ...]  # numbered layers, then "last" (last_hidden_state)
+    pooling: str  # "mean" | "max" | "meanstd" | "none"
+    hidden_size: int
+    dtype: str = "float32"
+    sample_rate: int = 16000
+    frame_rate: float = 50.0
+    frame_center_offset: float = 0.0125
+    chunk_seconds: float = 0.0
+    context_seconds: float = 0.0
+    # Recorded since issue 9; "" = not recorded (an older file), which resume does not compare.
+    model_file_sha256: str = ""  # of the .onnx file itself: an int8/fp16 export or a damaged copy differs
+    precision: str = ""  # the model's float32 | int8 | float16
+    channel: str = ""  # "mean" of all channels, or the 0-based channel number used
+    shard: str = ""  # "I/N" for a job of an array (extract --shard), "" otherwise
+    shard_files: int = 0  # files assigned to this shard: stored + failed must reach it before a merge
+    total_files: int = 0  # files in the whole list the shards split
+
+    @property
+    def frame_level(self) -> bool:
+        return self.pooling == "none"
+
+    @property
+    def width(self) -> int:
+        """Columns of each layer dataset (meanstd stores mean and std side by side)."""
+        return 2 * self.hidden_size if self.pooling == "meanstd" else self.hidden_size
+
+    def validate(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise W2VEmbedError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if self.dtype not in DTYPES:
+            raise W2VEmbedError(f"dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        valid = all(k == LAST or (isinstance(k, int) and k >= 0) for k in self.layers)
+        if not self.layers or len(set(self.layers)) != len(self.layers) or not valid:
+            raise W2VEmbedError(f"layers {list(self.layers)}: expected distinct layer numbers >= 0 or 'last'")
+        if self.hidden_size < 1:
+            raise W2VEmbedError(f"hidden size {self.hidden_size}: expected a positive number")
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "layers": list(self.layers)}, indent=1)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunInfo:
+        """Build from run.json or HDF5 attributes; unknown keys (newer versions) are ignored."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if key == "layers":
+                kwargs[key] = tuple(from_text(v) for v in np.atleast_1d(value))
+            elif isinstance(value, bytes):
+                kwargs[key] = value.decode()
+            elif isinstance(value, np.generic):
+                kwargs[key] = value.item()
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "sample_rate": np.int64(self.sample_rate),
+            "frame_rate": float(self.frame_rate),
+            "frame_center_offset": float(self.frame_center_offset),
+            "pooling": self.pooling,
+            "layers": np.asarray([str(k) for k in self.layers], dtype=_STR),
+            "hidden_size": np.int64(self.hidden_size),
+            "w2v_embed_version": __version__,
+            "chunk_seconds": float(self.chunk_seconds),
+            "context_seconds": float(self.context_seconds),
+            "dtype": self.dtype,
+            "model_file_sha256": self.model_file_sha256,
+            "precision": self.precision,
+            "channel": self.channel,
+            "shard": self.shard,
+            "shard_files": np.int64(self.shard_files),
+            "total_files": np.int64(self.total_files),
+        }
+
+
+@contextmanager
+def writing(where: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, read-only folder, no permission) into one line naming `where`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            message = f"no space left on the device of {where}; free some space and rerun with --resume (finished files are kept)"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            message = f"cannot write {where}: {reason}"
+        raise W2VEmbedError(message) from None
+
+
+# -- files and folders -----------------------------------------------------------------------------
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def segment_numbers(parts: Path) -> list[int]:
+    if not parts.is_dir():
+        return []
+    return [int(m.group(1)) for p in parts.iterdir() if (m := _SEGMENT.fullmatch(p.name))]
+
+
+def segment_files(parts: Path) -> list[Path]:
+    """Complete segments in commit order (temp names never match)."""
+    return [parts / f"seg-{n:06d}.h5" for n in sorted(segment_numbers(parts))]
+
+
+def remove_merge_temps(output: Path) -> None:
+    pattern = re.compile(re.escape(output.name) + r"\.tmp-\d+")
+    for p in output.parent.glob(output.name + ".tmp-*"):
+        if pattern.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text)
+    fsync_file(temp)
+    os.replace(temp, path)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable across power loss too (best effort: not every platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_OVERWRITE_HINT = "pass --overwrite to replace it"
+
+
+def open_output(path: Path, hint: str = _OVERWRITE_HINT) -> h5py.File:
+    """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); {hint}") from exc
+    if attr_str(f.attrs.get("format")) != FORMAT:
+        f.close()
+        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); {hint}")
+    return f
+
+
+def attr_str(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value if isinstance(value, str) else None
+
+
+def stored_info(f: h5py.File) -> RunInfo:
+    attrs = dict(f.attrs)
+    if "hidden_size" not in attrs:  # not written by every producer of the format: infer it
+        first = f[dataset_name(from_text(np.atleast_1d(attrs["layers"])[0]))]
+        attrs["hidden_size"] = first.shape[1] // (2 if attr_str(attrs.get("pooling")) == "meanstd" else 1)
+    try:
+        return RunInfo.from_dict(attrs)
+    except TypeError as exc:
+        raise W2VEmbedError(f"{f.filename}: incomplete attributes ({exc}); pass --overwrite to replace it") from exc
+
+
+def check_resumable(where: Path, stored: RunInfo, new: RunInfo) -> None:
+    for name, words in RESUME_FIELDS.items():
+        old, now = getattr(stored, name), getattr(new, name)
+        if old != now and not (old == "" and name in _RECORDED_SINCE_ISSUE_9):
+            raise W2VEmbedError(
+                f"cannot resume: {where} was written with {words} {show_value(old)}, this run asks for {show_value(now)}; "
+                "use the same settings, or pass --overwrite to start over"
+            )
+
+
+def show_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return str(list(value))
+    if isinstance(value, str) and len(value) == 64:  # a sha256
+        return value[:12] + "…"
+    return str(value)
+
+
+def read_strings(dataset: h5py.Dataset) -> list[str]:
+    """Back to the str that was stored (a name that is not UTF-8 returns as os.fsdecode gives it)."""
+    return [str(s) for s in dataset.asstr(errors="surrogateescape")[()]]
+
+
+def encode_strings(strings: list[str]) -> np.ndarray:
+    """File names as the file system's bytes: UTF-8 for ordinary names, and any other name (e.g. Latin-1
+    'caf\\xe9.wav', which Python holds as 'caf\\udce9.wav') byte for byte, where strict UTF-8 would crash."""
+    return np.array([s.encode("utf-8", "surrogateescape") for s in strings], dtype=object)
+
+
+class _UnfailingFile:
+    """A file for h5py that never tells HDF5 a write failed: HDF5 2.0 keeps a file it could not write
+    half-open and crashes at interpreter exit (a full disk ended in exit 139). The first OSError is kept
+    for `create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway).
+    Unbuffered, so every write reaches the OS here, where its error is caught."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by create_h5)
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while len(view) and self.error is None:
+            try:
+                view = view[self._file.write(view) :]  # a raw write may be partial (the disk filling up)
+            except OSError as exc:
+                self.error = exc
+        return total
+
+    def truncate(self, size: int | None = None) -> None:
+        try:
+            self._file.truncate(size)
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+
+@contextmanager
+def create_h5(path: Path) -> Iterator[h5py.File]:
+    """h5py.File(path, "w") whose write errors (ENOSPC, EIO …) are raised here, after HDF5 closed the file."""
+    target = _UnfailingFile(path)
+    try:
+        with h5py.File(target, "w") as f:
+            yield f
+    except Exception:
+        if target.error is None:
+            raise
+    finally:
+        target.close()
+    if target.error is not None:
+        raise target.error
+
+
+# -- writing the layout ----------------------------------------------------------------------------
+
+
+def create_layout(
+    f: h5py.File, info: RunInfo, rows: int, frames: int, failures: list[tuple[str, str]], resizable: bool
+) -> None:
+    """All datasets of the format, sized; resizable (chunked) for outputs, contiguous for segments."""
+    f.attrs.update(info.attrs())
+
+    def create(name: str, shape: tuple[int, ...], dtype: Any) -> h5py.Dataset:
+        if not resizable:
+            return f.create_dataset(name, shape=shape, dtype=dtype)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * (16 if dtype is _STR else np.dtype(dtype).itemsize)
+        chunk_rows = max(1, min(shape[0], _CHUNK_BYTES // max(row_bytes, 1)))
+        return f.create_dataset(name, shape=shape, dtype=dtype, maxshape=(None, *shape[1:]), chunks=(chunk_rows, *shape[1:]))
+
+    create("paths", (rows,), _STR)
+    create("num_samples", (rows,), np.int64)
+    create("source_sample_rate", (rows,), np.int64)
+    if info.frame_level:
+        create("offsets", (rows + 1,), np.int64)
+    for layer in info.layers:
+        create(dataset_name(layer), (frames if info.frame_level else rows, info.width), info.dtype)
+    names = create("failed/paths", (len(failures),), _STR)
+    errors = create("failed/errors", (len(failures),), _STR)
+    if failures:
+        names[:] = encode_strings([n for n, _ in failures])
+        errors[:] = encode_strings([e for _, e in failures])
+
+
+def open_finished(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        if parts_dir(path).exists():
+            raise W2VEmbedError(f"{path} is not finished yet; rerun the extraction with --resume to complete it")
+        raise W2VEmbedError(f"{path}: no such file")
+    return open_output(path, "give the .h5 file that `w2v-embed extract` wrote")
+
+

@@ -1,0 +1,307 @@
+"""FeatureWriter: results into OUT.h5 crash-safely, resumably.
+
+HDF5 files are not crash-safe: a process killed mid-write can leave the whole file unreadable. So a
+run never writes OUT.h5 while it works. Finished files are buffered in memory and committed as
+small segment files in `OUT.h5.parts/`, each written under a temporary name and renamed into place,
+so a segment is either whole or absent. Only `close()` builds OUT.h5: it streams the old OUT.h5 (when
+resuming a finished file) and the segments into `OUT.h5.tmp-<pid>` and renames that over OUT.h5. A
+kill at any moment therefore loses at most the buffered, uncommitted files, which `--resume` redoes.
+`--overwrite` leaves the old OUT.h5 alone until that rename; a marker file in the parts folder says
+the segments replace it rather than extend it, so a resumed overwrite never merges the old rows in.
+
+Segments use the very layout of the final file, so one merge routine reads both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError, W2VEmbedError
+from ..layers import dataset_name
+from .layout import (
+    BUFFER_BYTES,
+    MODES,
+    REPLACES_MARKER,
+    RunInfo,
+    atomic_write_text,
+    check_resumable,
+    create_h5,
+    create_layout,
+    encode_strings,
+    fsync_dir,
+    fsync_file,
+    open_output,
+    parts_dir,
+    read_strings,
+    remove_merge_temps,
+    segment_files,
+    segment_numbers,
+    stored_info,
+    writing,
+)
+from .lock import Lock
+from .merge import merge_files
+
+
+@dataclass
+class _Entry:
+    name: str
+    num_samples: int
+    source_sample_rate: int
+    features: dict[int, np.ndarray]
+
+
+@dataclass
+class _Buffer:
+    """Results not yet committed to a segment."""
+
+    entries: list[_Entry] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    nbytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.failures)
+
+
+class FeatureWriter:
+    """Collects per-file results into OUT.h5, crash-safely (see the module docstring).
+
+    `done` holds the names already stored (from an earlier run when resuming, plus those added
+    since), so the caller can skip them; names that failed before are not in it and get retried.
+    Use it as a context manager: a normal exit merges (close), an exception keeps the parts (abort).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        info: RunInfo,
+        mode: str = "new",
+        commit_every_files: int = 64,
+        commit_every_seconds: float = 20.0,
+    ) -> None:
+        info.validate()
+        if mode not in MODES:
+            raise W2VEmbedError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+        if commit_every_files < 1 or commit_every_seconds < 0:
+            raise W2VEmbedError("commit_every_files must be >= 1 and commit_every_seconds >= 0")
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a folder; give a file name, e.g. {self.path / 'features.h5'}")
+        self.info = info
+        self.parts = parts_dir(self.path)
+        self.commit_every_files = commit_every_files
+        self.commit_every_seconds = commit_every_seconds
+        self.done: set[str] = set()
+        self._buffer = _Buffer()
+        self._dtype = np.dtype(info.dtype)
+        self._closed = False
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = Lock(self.path)
+            try:
+                self._prepare(mode)
+            except BaseException:
+                self._lock.release()
+                raise
+        self._next_segment = max(segment_numbers(self.parts), default=0) + 1
+        self._last_commit = time.monotonic()
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _prepare(self, mode: str) -> None:
+        """Apply the mode; runs with the lock held, so every leftover temp file is stale."""
+        remove_merge_temps(self.path)
+        if mode == "new" and (self.path.exists() or self.parts.exists()):
+            existing = self.path if self.path.exists() else self.parts
+            raise W2VEmbedError(f"{existing} exists; pass --resume to continue it or --overwrite to replace it")
+        if mode == "overwrite":  # OUT.h5 itself stays readable until close() renames the new one over it
+            shutil.rmtree(self.parts, ignore_errors=True)
+            self.parts.mkdir()
+            atomic_write_text(self.parts / REPLACES_MARKER, "")
+        if mode == "resume":
+            self.done = self._scan_existing()
+        self.parts.mkdir(exist_ok=True)
+        run_json = self.parts / "run.json"
+        if not run_json.exists():
+            atomic_write_text(run_json, self.info.to_json())
+
+    def _scan_existing(self) -> set[str]:
+        """Names already stored in OUT.h5 and the segments, after checking they match this run."""
+        done: set[str] = set()
+        if self._merges_output():
+            with open_output(self.path) as f:
+                check_resumable(self.path, stored_info(f), self.info)
+                done.update(read_strings(f["paths"]))
+        if not self.parts.exists():
+            return done
+        for stale in self.parts.glob("*.tmp"):
+            stale.unlink(missing_ok=True)  # a commit killed half-way
+        run_json = self.parts / "run.json"
+        if run_json.exists():
+            try:
+                stored = RunInfo.from_dict(json.loads(run_json.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise W2VEmbedError(f"{run_json}: unreadable ({exc}); pass --overwrite to start over") from exc
+            check_resumable(self.parts, stored, self.info)
+        for segment in segment_files(self.parts):
+            with open_output(segment) as f:
+                check_resumable(segment, stored_info(f), self.info)
+                done.update(read_strings(f["paths"]))
+        return done
+
+    # -- adding results --------------------------------------------------------------------------
+
+    def add(self, name: str, num_samples: int, source_sample_rate: int, features: Mapping[int, np.ndarray]) -> None:
+        """Store one file's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all layers."""
+        self._check_open()
+        if name in self.done:
+            raise W2VEmbedError(f"{name}: already stored in {self.path}; skip the names in writer.done")
+        arrays = self._checked_features(name, features)
+        self._buffer.entries.append(_Entry(name, int(num_samples), int(source_sample_rate), arrays))
+        self._buffer.nbytes += sum(a.nbytes for a in arrays.values())
+        self.done.add(name)
+        self._maybe_commit()
+
+    def add_failure(self, name: str, error: str) -> None:
+        """Record why a file could not be embedded; a later successful retry removes the record."""
+        self._check_open()
+        self._buffer.failures.append((name, " ".join(str(error).split()) or "unknown error"))
+        self._maybe_commit()
+
+    def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """In the storage dtype, not copied when already in it (a long file's frames are big): the arrays
+        are kept until committed and must not be modified meanwhile. Wrong shapes are a caller bug that
+        would corrupt the columns."""
+        info = self.info
+        missing = [k for k in info.layers if k not in features]
+        if missing:
+            raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
+        arrays = {k: np.asarray(features[k], dtype=self._dtype) for k in info.layers}
+        if info.frame_level:
+            lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
+            ok = all(a.ndim == 2 and a.shape[1] == info.hidden_size for a in arrays.values()) and len(lengths) == 1
+            expected = f"(frames, {info.hidden_size}) with the same number of frames for every layer"
+        else:
+            ok = all(a.shape == (info.width,) for a in arrays.values())
+            expected = f"({info.width},)"
+        if not ok:
+            shapes = {k: a.shape for k, a in arrays.items()}
+            raise W2VEmbedError(f"{name}: feature shapes {shapes}; expected {expected} for pooling {info.pooling}")
+        return arrays
+
+    def _maybe_commit(self) -> None:
+        due = time.monotonic() - self._last_commit >= self.commit_every_seconds
+        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= BUFFER_BYTES or due:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the buffered results crash-safe now, as one new segment (nothing to do when empty)."""
+        self._check_open()
+        self._commit()
+
+    def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        self._lock.verify()
+        if not len(self._buffer):
+            return
+        final = self.parts / f"seg-{self._next_segment:06d}.h5"
+        temp = final.with_name(final.name + ".tmp")
+        try:
+            with writing(self.parts):
+                _write_segment(temp, self.info, self._buffer)
+                fsync_file(temp)
+                os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.parts)
+        self._next_segment += 1
+        self._buffer = _Buffer()  # only now: an interrupted commit keeps the results for abort()
+
+    # -- finishing -------------------------------------------------------------------------------
+
+    def close(self) -> Path:
+        """Commit, merge OUT.h5 + segments into a new OUT.h5 (atomically), remove the parts; returns OUT."""
+        if self._closed:
+            return self.path
+        try:
+            self._commit()
+            temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+            try:
+                sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
+                with writing(self.path):
+                    merge_files(sources, temp, self.info)
+                    fsync_file(temp)
+                    self._lock.verify()  # a merge can take minutes
+                    os.replace(temp, self.path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            fsync_dir(self.path.parent)
+            shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
+        finally:
+            self._finish()
+        return self.path
+
+    def abort(self) -> None:
+        """Commit what is buffered and stop without merging (Ctrl-C); `--resume` continues from the parts."""
+        if self._closed:
+            return
+        try:
+            self._commit()
+            if not segment_files(self.parts):  # nothing was computed: leave no folder that blocks a new run
+                shutil.rmtree(self.parts, ignore_errors=True)
+        finally:
+            self._finish()
+
+    def _merges_output(self) -> bool:
+        """Whether the existing OUT.h5 is part of this run's result (not when an --overwrite run replaces it)."""
+        return self.path.exists() and not (self.parts / REPLACES_MARKER).exists()
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise W2VEmbedError(f"the writer for {self.path} is closed; open a new one with mode 'resume'")
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
+    entries = buffer.entries
+    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.frame_level else []
+    with create_h5(path) as f:
+        create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
+        if entries:
+            f["paths"][:] = encode_strings([e.name for e in entries])
+            f["num_samples"][:] = [e.num_samples for e in entries]
+            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        if info.frame_level:
+            f["offsets"][:] = offsets
+        for layer in info.layers:
+            if entries and info.frame_level:  # file by file: no concatenated copy of long files' frames
+                for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
+                    f[dataset_name(layer)][start:stop] = entry.features[layer]
+            elif entries:
+                f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
+
+
