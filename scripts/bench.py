@@ -300,7 +300,8 @@ def main() -> None:
     rows = []
     if opts.decode and opts.files:
         for workers in (1, 2):
-            result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads})
+            result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads,
+                                          "clip_seconds": 1.0, "repeats": 1})
             rows.append(("-", f"decode + resample to 16 kHz only (corpus), {workers} worker thread{'s' * (workers > 1)}",
                          result["realtime"], float("nan"), float("nan"), result["rss"], float("nan")))
             print(f"# decode, {workers} workers: {result}", flush=True)

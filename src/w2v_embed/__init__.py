@@ -2,6 +2,7 @@
 
     import w2v_embed
     paths, X = w2v_embed.load("feats.h5", layer=6)           # pooled features, one row per file
+    out = w2v_embed.open("frames.h5"); out["a.wav"][6]        # one file's frames, read on demand
     emb = w2v_embed.Embedder("models/wav2vec2-german.onnx")   # in-memory use
     feats = emb.embed(audio, sample_rate)                     # {layer: vector}
 
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load": "store",
+    "open": "store",
+    "Output": "store",
     "read_summary": "store",
     "Embedder": "embedder",
     "EmbedOptions": "embedder",

@@ -9,7 +9,7 @@
 
 from .layout import FORMAT, RunInfo
 from .merge import MergeSummary, merge
-from .reader import load, read_summary
+from .reader import Output, load, open, read_summary
 from .writer import FeatureWriter
 
-__all__ = ["FORMAT", "FeatureWriter", "MergeSummary", "RunInfo", "load", "merge", "read_summary"]
+__all__ = ["FORMAT", "FeatureWriter", "MergeSummary", "Output", "RunInfo", "load", "merge", "open", "read_summary"]

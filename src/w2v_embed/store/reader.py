@@ -1,7 +1,10 @@
-"""What downstream code calls: load() for outputs that fit in memory, read_summary() for `info`."""
+"""What downstream code calls: load() for outputs that fit in memory, open() for those that do not,
+read_summary() for `info`."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,6 @@ from ..errors import W2VEmbedError
 from ..layers import Layer, dataset_name, from_text
 from .layout import RunInfo, attr_str, open_finished, read_strings
 
-# -- reading ---------------------------------------------------------------------------------------
-
-
 def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
     """Features in one line: pooled → (paths, array (files, dim)); frame-level → {path: (frames, dim)}.
 
@@ -21,13 +21,7 @@ def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.nd
     picks "last" when stored, else the deepest stored layer. Arrays keep the storage dtype.
     """
     with open_finished(path) as f:
-        layers = [from_text(k) for k in np.atleast_1d(f.attrs["layers"])]
-        try:
-            chosen = layers[-1] if layer is None else from_text(layer)
-        except ValueError:
-            chosen = layer
-        if chosen not in layers:
-            raise W2VEmbedError(f"{path}: layer {chosen} is not stored; stored layers: {', '.join(map(str, layers))}")
+        chosen = _choose(path, _stored_layers(f), layer)
         paths = read_strings(f["paths"])
         data = f[dataset_name(chosen)][()]
         if attr_str(f.attrs.get("pooling")) != "none":
@@ -61,3 +55,98 @@ def _plain(value: Any) -> Any:
     return value
 
 
+
+
+def _stored_layers(f: Any) -> list[Layer]:
+    return [from_text(k) for k in np.atleast_1d(f.attrs["layers"])]
+
+
+def _choose(path: str | Path, layers: list[Layer], layer: Layer | None) -> Layer:
+    try:
+        chosen = layers[-1] if layer is None else from_text(layer)
+    except ValueError:
+        chosen = layer
+    if chosen not in layers:
+        raise W2VEmbedError(f"{path}: layer {chosen} is not stored; stored layers: {', '.join(map(str, layers))}")
+    return chosen
+
+
+class Output:
+    """A finished output read on demand, for outputs that do not fit in memory: `w2v_embed.open(path)`.
+
+    `out[i]` or `out["a.wav"]` is that file's {layer: array} — its pooled row, or its frames — read
+    from HDF5 when asked; iterating gives (path, features). Only names and offsets are held.
+
+    Safe to hand to PyTorch DataLoader workers and other processes: it pickles as its path, and the
+    HDF5 file is (re)opened in whichever process reads it first (an HDF5 handle must not cross a fork).
+    """
+
+    def __init__(self, path: str | Path, layers: list[Layer] | None = None) -> None:
+        self.path = Path(path)
+        with open_finished(self.path) as f:
+            self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
+            stored = _stored_layers(f)
+            self.layers = stored if layers is None else [_choose(self.path, stored, k) for k in layers]
+            self.paths = read_strings(f["paths"])
+            self.frame_level = "offsets" in f
+            self.offsets = f["offsets"][()] if self.frame_level else None
+        self._rows = {name: i for i, name in enumerate(self.paths)}
+        self._file: Any = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: int | str) -> dict[Layer, np.ndarray]:
+        row = self._row(key)
+        f = self._h5()
+        if self.frame_level:
+            start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+            return {k: f[dataset_name(k)][start:stop] for k in self.layers}
+        return {k: f[dataset_name(k)][row] for k in self.layers}
+
+    def __iter__(self) -> Iterator[tuple[str, dict[Layer, np.ndarray]]]:
+        for row, name in enumerate(self.paths):
+            yield name, self[row]
+
+    def timestamps(self, key: int | str) -> np.ndarray:
+        """Centre of each of a file's frames, in seconds from its start (frame-level outputs)."""
+        if not self.frame_level:
+            raise W2VEmbedError(f"{self.path}: pooled output (one row per file) has no frame times")
+        row = self._row(key)
+        frames = int(self.offsets[row + 1] - self.offsets[row])
+        return self.attrs["frame_center_offset"] + np.arange(frames) / self.attrs["frame_rate"]
+
+    def _row(self, key: int | str) -> int:
+        if isinstance(key, str):
+            if key not in self._rows:
+                raise KeyError(f"{key} is not stored in {self.path}")
+            return self._rows[key]
+        row = int(key) + (len(self) if int(key) < 0 else 0)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {key} of {len(self)} in {self.path}")
+        return row
+
+    def _h5(self) -> Any:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = open_finished(self.path), os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None, "_pid": -1}
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | Path, layers: list[Layer] | None = None) -> Output:  # noqa: A001 (w2v_embed.open, like h5py's)
+    """A finished output, read on demand (see Output); `layers` limits what `out[i]` reads."""
+    return Output(path, layers)
