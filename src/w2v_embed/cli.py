@@ -125,6 +125,8 @@ def extract(
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
     layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
+    window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
+    hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: --window, no overlap].")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
@@ -158,6 +160,8 @@ def extract(
 
       w2v-embed extract a.wav b.mp3 -o frames.h5 --pool none --layers all
 
+      w2v-embed extract clips/ -o events.h5 --window 1 --hop 0.5 --layers 6,last
+
       w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
     """
     from .embedder import EmbedOptions
@@ -167,7 +171,8 @@ def extract(
         _fail(UsageError("--resume and --overwrite exclude each other"))
     if dtype not in ("float32", "float16"):
         _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
-    embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds)
+    embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+                         window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = _run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard)

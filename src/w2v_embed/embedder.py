@@ -22,11 +22,12 @@ from .batching import make_batches, pad_batch
 from .chunking import Chunk, plan_chunks, seconds_to_frames
 from .errors import UsageError, W2VEmbedError
 from .layers import Layer, LayerSpec, depth, parse_layers
-from .pooling import POOLING_MODES, Pooler
+from .pooling import POOLING_MODES, Pooler, WindowPooler, window_ranges
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
 MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 20
+MIN_WINDOW_SECONDS = 0.02  # one frame of the 50 Hz grid: a shorter window could hold none
 Features = dict[Layer, np.ndarray]
 
 
@@ -41,6 +42,12 @@ class EmbedOptions:
     batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
     max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
+    window_seconds: float = 0.0  # > 0: one pooled row per window of this length instead of per file
+    hop_seconds: float | None = None  # windows start this often (default: window_seconds, no overlap)
+
+    @property
+    def hop(self) -> float:
+        return self.hop_seconds if self.hop_seconds is not None else self.window_seconds
 
 
 def _check_options(options: EmbedOptions) -> None:
@@ -56,6 +63,15 @@ def _check_options(options: EmbedOptions) -> None:
     _check_seconds("lookahead_seconds", options.lookahead_seconds, zero_ok=True)
     if options.batch_size is not None and options.batch_size < 1:
         raise UsageError(f"--batch-size {options.batch_size}: expected a whole number >= 1")
+    _check_seconds("--window", options.window_seconds, zero_ok=True)
+    if options.window_seconds > 0:
+        if options.pool == "none":
+            raise UsageError("--window pools each window: use --pool mean, max or meanstd with it")
+        if options.window_seconds < MIN_WINDOW_SECONDS:
+            raise UsageError(f"--window {options.window_seconds:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
+        _check_seconds("--hop", options.hop, zero_ok=False)
+    elif options.hop_seconds is not None:
+        raise UsageError("--hop needs --window")
 
 
 def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
@@ -140,7 +156,7 @@ class Embedder:
         grid = self.info.grid
         chunk_frames = seconds_to_frames(opts.chunk_seconds, grid, sr)
         context_frames = seconds_to_frames(opts.context_seconds, grid, sr)
-        poolers: dict[Hashable, dict[int, Pooler]] = {}
+        poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler]] = {}
         remaining: dict[Hashable, int] = {}
         queue: list[_Piece] = []
         queued = 0
@@ -151,7 +167,7 @@ class Embedder:
                 yield key, exc
                 continue
             chunks = plan_chunks(len(signal), grid, chunk_frames, context_frames)
-            poolers[key] = {layer: Pooler(opts.pool, grid.num_frames(len(signal))) for layer in self.layers}
+            poolers[key] = {layer: self._pooler(grid.num_frames(len(signal))) for layer in self.layers}
             remaining[key] = len(chunks)
             queue.extend(_Piece(key, c, signal[c.start : c.stop]) for c in chunks)
             queued += len(signal)
@@ -159,6 +175,13 @@ class Embedder:
                 yield from self._run_queue(queue, poolers, remaining)
                 queue, queued = [], 0
         yield from self._run_queue(queue, poolers, remaining)
+
+    def _pooler(self, num_frames: int) -> Pooler | WindowPooler:
+        opts, info = self.options, self.info
+        if opts.window_seconds <= 0:
+            return Pooler(opts.pool, num_frames)
+        ranges = window_ranges(num_frames, info.frame_rate, info.frame_center_offset, opts.window_seconds, opts.hop)
+        return WindowPooler(opts.pool, ranges)
 
     def _check(self, signal: np.ndarray, inplace: bool) -> np.ndarray:
         """Reject what the model cannot embed; normalise the whole signal once, before chunking."""
@@ -174,7 +197,7 @@ class Embedder:
         return normalize(signal, inplace) if self.info.do_normalize else signal
 
     def _run_queue(
-        self, queue: list[_Piece], poolers: dict[Hashable, dict[int, Pooler]], remaining: dict[Hashable, int]
+        self, queue: list[_Piece], poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler]], remaining: dict[Hashable, int]
     ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
         multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
         for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):

@@ -189,6 +189,8 @@ def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]
         frame_center_offset=info.frame_center_offset,
         chunk_seconds=embedder.options.chunk_seconds,
         context_seconds=embedder.options.context_seconds,
+        window_seconds=embedder.options.window_seconds,
+        hop_seconds=embedder.options.hop if embedder.options.window_seconds > 0 else 0.0,
         shard=options.shard,
         shard_files=len(files) if options.shard else 0,
         total_files=options.total_files,

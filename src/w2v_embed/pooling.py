@@ -78,3 +78,64 @@ class Pooler:
             return self.mean.astype(np.float32)
         std = np.sqrt(self.m2 / self.count)
         return np.concatenate([self.mean, std]).astype(np.float32)
+
+
+def window_ranges(num_frames: int, frame_rate: float, frame_offset: float, window: float, hop: float) -> np.ndarray:
+    """[start, stop) frames of each window [w·hop, w·hop + window) seconds, a frame belonging to the
+    windows that hold its centre time (frame_offset + i / frame_rate). Windows start every `hop` up to
+    the last frame's centre, so none is empty when window >= 1 / frame_rate. -> (windows, 2) int64."""
+    if num_frames <= 0:
+        return np.zeros((0, 2), np.int64)
+    last_centre = frame_offset + (num_frames - 1) / frame_rate
+    starts = np.arange(int(np.floor(last_centre / hop + 1e-9)) + 1) * hop
+
+    def first_frame_at_or_after(t: np.ndarray) -> np.ndarray:
+        return np.clip(np.ceil((t - frame_offset) * frame_rate - 1e-9), 0, num_frames).astype(np.int64)
+
+    return np.stack([first_frame_at_or_after(starts), first_frame_at_or_after(starts + window)], axis=1)
+
+
+def window_times(num_windows: int, window: float, hop: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and end (seconds) of each window, and whether it runs past the audio's end (the last,
+    partial windows are kept and flagged, like HEAR's timestamp embeddings keep them)."""
+    starts = np.arange(num_windows) * hop
+    ends = starts + window
+    return starts, ends, ends > duration + 1e-9
+
+
+class WindowPooler:
+    """Pools each window of a file's frames as chunks arrive; a window is finished (and its
+    accumulator dropped) as soon as its last frame arrives, so a long file holds only the result rows."""
+
+    def __init__(self, mode: str, ranges: np.ndarray) -> None:
+        if mode == "none":
+            raise ValueError("windows are pooled: mean, max or meanstd")
+        self.mode, self.ranges = mode, ranges
+        self.open: dict[int, Pooler] = {}
+        self.rows: np.ndarray | None = None
+        self.done = 0
+
+    def add(self, start: int, frames: np.ndarray) -> None:
+        stop = start + len(frames)
+        first = int(np.searchsorted(self.ranges[:, 1], start, side="right"))  # windows ending after start
+        last = int(np.searchsorted(self.ranges[:, 0], stop, side="left"))  # windows starting before stop
+        for w in range(first, last):
+            a, b = (int(v) for v in self.ranges[w])
+            lo, hi = max(a, start), min(b, stop)
+            if lo >= hi:
+                continue
+            pooler = self.open.setdefault(w, Pooler(self.mode, b - a))
+            pooler.add(lo - a, frames[lo - start : hi - start])
+            if pooler.count == b - a:
+                row = pooler.result()
+                if self.rows is None:
+                    self.rows = np.empty((len(self.ranges), *row.shape), np.float32)
+                self.rows[w] = row
+                del self.open[w]
+                self.done += 1
+
+    def result(self) -> np.ndarray:
+        """(windows, D), or (windows, 2D) for meanstd."""
+        if self.done != len(self.ranges) or self.rows is None:
+            raise ValueError(f"{self.done} of {len(self.ranges)} windows complete")
+        return self.rows

@@ -33,6 +33,8 @@ COPY_BYTES = 64 << 20  # merge copies at most this much at a time
 BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
 # What must match to continue a run, with the words an error message uses for it.
 # Not in files written before they were recorded: "" there means unknown, not a mismatch.
+# Beside the layer datasets of windowed outputs, one value per window.
+WINDOW_DATASETS = {"window_start": np.float64, "window_end": np.float64, "window_partial": np.uint8}
 _RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel")
 RESUME_FIELDS = {
     "model_sha256": "model sha256",
@@ -46,6 +48,8 @@ RESUME_FIELDS = {
     "precision": "model precision",
     "channel": "channel",
     "shard": "shard",
+    "window_seconds": "window",
+    "hop_seconds": "hop",
 }
 
 
@@ -71,10 +75,21 @@ class RunInfo:
     shard: str = ""  # "I/N" for a job of an array (extract --shard), "" otherwise
     shard_files: int = 0  # files assigned to this shard: stored + failed must reach it before a merge
     total_files: int = 0  # files in the whole list the shards split
+    window_seconds: float = 0.0  # > 0: one pooled row per window (--window), rows of a file at /offsets
+    hop_seconds: float = 0.0
 
     @property
     def frame_level(self) -> bool:
         return self.pooling == "none"
+
+    @property
+    def windowed(self) -> bool:
+        return self.window_seconds > 0
+
+    @property
+    def has_offsets(self) -> bool:
+        """Several rows per file (frames or windows): file i is rows offsets[i]:offsets[i+1]."""
+        return self.frame_level or self.windowed
 
     @property
     def width(self) -> int:
@@ -134,6 +149,8 @@ class RunInfo:
             "shard": self.shard,
             "shard_files": np.int64(self.shard_files),
             "total_files": np.int64(self.total_files),
+            "window_seconds": float(self.window_seconds),
+            "hop_seconds": float(self.hop_seconds),
         }
 
 
@@ -334,7 +351,8 @@ def create_h5(path: Path) -> Iterator[h5py.File]:
 def create_layout(
     f: h5py.File, info: RunInfo, rows: int, frames: int, failures: list[tuple[str, str]], resizable: bool
 ) -> None:
-    """All datasets of the format, sized; resizable (chunked) for outputs, contiguous for segments."""
+    """All datasets of the format, sized; resizable (chunked) for outputs, contiguous for segments.
+    `frames`: rows of the layer datasets when a file has several (frames, or windows)."""
     f.attrs.update(info.attrs())
 
     def create(name: str, shape: tuple[int, ...], dtype: Any) -> h5py.Dataset:
@@ -347,10 +365,13 @@ def create_layout(
     create("paths", (rows,), _STR)
     create("num_samples", (rows,), np.int64)
     create("source_sample_rate", (rows,), np.int64)
-    if info.frame_level:
+    if info.has_offsets:
         create("offsets", (rows + 1,), np.int64)
     for layer in info.layers:
-        create(dataset_name(layer), (frames if info.frame_level else rows, info.width), info.dtype)
+        create(dataset_name(layer), (frames if info.has_offsets else rows, info.width), info.dtype)
+    if info.windowed:
+        for name, dtype in WINDOW_DATASETS.items():
+            create(name, (frames,), dtype)
     names = create("failed/paths", (len(failures),), _STR)
     errors = create("failed/errors", (len(failures),), _STR)
     if failures:

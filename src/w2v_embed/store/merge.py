@@ -15,6 +15,7 @@ from ..layers import dataset_name
 from .layout import (
     COPY_BYTES,
     RESUME_FIELDS,
+    WINDOW_DATASETS,
     RunInfo,
     create_h5,
     create_layout,
@@ -52,7 +53,7 @@ def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[s
             for i, name in enumerate(read_strings(f["paths"])):
                 keep[i] = name not in stored
                 stored.add(name)
-            offsets = f["offsets"][()] if info.frame_level else None
+            offsets = f["offsets"][()] if info.has_offsets else None
             for name, error in zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])):
                 failures[name] = error
         sources.append(_Source(path, keep, offsets))
@@ -89,15 +90,15 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo) -> None:
                         _copy(src[name], f[name], a, b, row)
                     if source.offsets is not None:
                         fa, fb = int(source.offsets[a]), int(source.offsets[b])
-                        for layer in info.layers:
-                            _copy(src[dataset_name(layer)], f[dataset_name(layer)], fa, fb, frame)
+                        for name in [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed):
+                            _copy(src[name], f[name], fa, fb, frame)
                         f["offsets"][row + 1 : row + 1 + b - a] = frame + source.offsets[a + 1 : b + 1] - fa
                         frame += fb - fa
                     else:
                         for layer in info.layers:
                             _copy(src[dataset_name(layer)], f[dataset_name(layer)], a, b, row)
                     row += b - a
-        if info.frame_level:
+        if info.has_offsets:
             f["offsets"][0] = 0
 
 

@@ -12,10 +12,12 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..layers import Layer, dataset_name, from_text
-from .layout import RunInfo, attr_str, open_finished, read_strings
+from .layout import RunInfo, open_finished, read_strings
+
 
 def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
-    """Features in one line: pooled → (paths, array (files, dim)); frame-level → {path: (frames, dim)}.
+    """Features in one line: pooled → (paths, array (files, dim)); frame-level or windowed →
+    {path: (frames or windows, dim)}.
 
     `layer` is a number (transformers' hidden_states numbering) or "last" (last_hidden_state); None
     picks "last" when stored, else the deepest stored layer. Arrays keep the storage dtype.
@@ -24,7 +26,7 @@ def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.nd
         chosen = _choose(path, _stored_layers(f), layer)
         paths = read_strings(f["paths"])
         data = f[dataset_name(chosen)][()]
-        if attr_str(f.attrs.get("pooling")) != "none":
+        if "offsets" not in f:
             return paths, data
         offsets = f["offsets"][()]
     return {p: data[offsets[i] : offsets[i + 1]] for i, p in enumerate(paths)}
@@ -40,7 +42,8 @@ def read_summary(path: str | Path) -> dict[str, Any]:
         rate = summary.get("sample_rate") or 16000
         summary["audio_seconds"] = float(f["num_samples"][()].sum()) / rate
         if "offsets" in f:
-            summary["frames"] = int(f["offsets"][-1]) if f["offsets"].shape[0] else 0
+            rows = "windows" if "window_start" in f else "frames"
+            summary[rows] = int(f["offsets"][-1]) if f["offsets"].shape[0] else 0
         summary["failed"] = list(zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])))
     return summary
 
@@ -74,8 +77,9 @@ def _choose(path: str | Path, layers: list[Layer], layer: Layer | None) -> Layer
 class Output:
     """A finished output read on demand, for outputs that do not fit in memory: `w2v_embed.open(path)`.
 
-    `out[i]` or `out["a.wav"]` is that file's {layer: array} — its pooled row, or its frames — read
-    from HDF5 when asked; iterating gives (path, features). Only names and offsets are held.
+    `out[i]` or `out["a.wav"]` is that file's {layer: array} — its pooled row, or its frames or
+    windows — read from HDF5 when asked; iterating gives (path, features). Only names and offsets
+    are held.
 
     Safe to hand to PyTorch DataLoader workers and other processes: it pickles as its path, and the
     HDF5 file is (re)opened in whichever process reads it first (an HDF5 handle must not cross a fork).
@@ -88,8 +92,9 @@ class Output:
             stored = _stored_layers(f)
             self.layers = stored if layers is None else [_choose(self.path, stored, k) for k in layers]
             self.paths = read_strings(f["paths"])
-            self.frame_level = "offsets" in f
-            self.offsets = f["offsets"][()] if self.frame_level else None
+            self.frame_level = "offsets" in f and "window_start" not in f
+            self.windowed = "window_start" in f
+            self.offsets = f["offsets"][()] if "offsets" in f else None
         self._rows = {name: i for i, name in enumerate(self.paths)}
         self._file: Any = None
         self._pid = -1
@@ -100,7 +105,7 @@ class Output:
     def __getitem__(self, key: int | str) -> dict[Layer, np.ndarray]:
         row = self._row(key)
         f = self._h5()
-        if self.frame_level:
+        if self.offsets is not None:
             start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
             return {k: f[dataset_name(k)][start:stop] for k in self.layers}
         return {k: f[dataset_name(k)][row] for k in self.layers}
@@ -110,12 +115,16 @@ class Output:
             yield name, self[row]
 
     def timestamps(self, key: int | str) -> np.ndarray:
-        """Centre of each of a file's frames, in seconds from its start (frame-level outputs)."""
-        if not self.frame_level:
+        """Seconds from the file's start: each frame's centre (frame-level), or each window's
+        [start, end] as (windows, 2) (windowed)."""
+        if self.offsets is None:
             raise W2VEmbedError(f"{self.path}: pooled output (one row per file) has no frame times")
         row = self._row(key)
-        frames = int(self.offsets[row + 1] - self.offsets[row])
-        return self.attrs["frame_center_offset"] + np.arange(frames) / self.attrs["frame_rate"]
+        start, stop = int(self.offsets[row]), int(self.offsets[row + 1])
+        if self.windowed:
+            f = self._h5()
+            return np.stack([f["window_start"][start:stop], f["window_end"][start:stop]], axis=1)
+        return self.attrs["frame_center_offset"] + np.arange(stop - start) / self.attrs["frame_rate"]
 
     def _row(self, key: int | str) -> int:
         if isinstance(key, str):

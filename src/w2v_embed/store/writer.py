@@ -27,10 +27,12 @@ import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
 from ..layers import dataset_name
+from ..pooling import window_times
 from .layout import (
     BUFFER_BYTES,
     MODES,
     REPLACES_MARKER,
+    WINDOW_DATASETS,
     RunInfo,
     atomic_write_text,
     check_resumable,
@@ -186,10 +188,11 @@ class FeatureWriter:
         if missing:
             raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
         arrays = {k: np.asarray(features[k], dtype=self._dtype) for k in info.layers}
-        if info.frame_level:
+        if info.has_offsets:
             lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
-            ok = all(a.ndim == 2 and a.shape[1] == info.hidden_size for a in arrays.values()) and len(lengths) == 1
-            expected = f"(frames, {info.hidden_size}) with the same number of frames for every layer"
+            ok = all(a.ndim == 2 and a.shape[1] == info.width for a in arrays.values()) and len(lengths) == 1
+            rows = "frames" if info.frame_level else "windows"
+            expected = f"({rows}, {info.width}) with the same number of {rows} for every layer"
         else:
             ok = all(a.shape == (info.width,) for a in arrays.values())
             expected = f"({info.width},)"
@@ -287,7 +290,7 @@ class FeatureWriter:
 
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
     entries = buffer.entries
-    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.frame_level else []
+    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.has_offsets else []
     with create_h5(path) as f:
         create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
         if entries:
@@ -295,13 +298,16 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
             f["num_samples"][:] = [e.num_samples for e in entries]
             f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        if info.frame_level:
+        if info.has_offsets:
             f["offsets"][:] = offsets
         for layer in info.layers:
-            if entries and info.frame_level:  # file by file: no concatenated copy of long files' frames
+            if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
                 for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
                     f[dataset_name(layer)][start:stop] = entry.features[layer]
             elif entries:
                 f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
-
-
+        if info.windowed and entries:
+            times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
+                     for n, e in zip(lengths, entries)]
+            for name, column in zip(WINDOW_DATASETS, zip(*times)):
+                f[name][:] = np.concatenate(column)
