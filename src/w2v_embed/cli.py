@@ -121,7 +121,7 @@ def _print_report(report: object) -> None:
 @app.command(epilog="Exit codes: 0 all files embedded, 1 some files failed (see /failed), 2 usage error.")
 def extract(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Audio files and folders.", show_default=False)] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write.")] = ...,
+    output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write; '-' streams pooled rows to stdout as JSON Lines.")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
     layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
@@ -162,6 +162,8 @@ def extract(
 
       w2v-embed extract clips/ -o events.h5 --window 1 --hop 0.5 --layers 6,last
 
+      w2v-embed extract corpus/ -o - --layers last | jq -c '{path, n: (.layers.last | length)}'
+
       w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
     """
     from .embedder import EmbedOptions
@@ -169,6 +171,8 @@ def extract(
 
     if resume and overwrite:
         _fail(UsageError("--resume and --overwrite exclude each other"))
+    if str(output) == "-" and (resume or overwrite or json_summary):
+        _fail(UsageError("-o - streams rows to stdout: --resume, --overwrite and --json-summary do not apply"))
     if dtype not in ("float32", "float16"):
         _fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
@@ -243,7 +247,8 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     show = not quiet and not json_summary
     with _progress(show and err.is_terminal, len(files)) as bar:
         log = _ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
-        summary = extract(files, output, embedder, options, progress=bar or log, engine=engine)
+        target = sys.stdout if str(output) == "-" else output
+        summary = extract(files, target, embedder, options, progress=bar or log, engine=engine)
     for name, reason in summary.failures:
         err.print(f"[yellow]failed:[/] {_shown(name)}: {_shown(reason)}", highlight=False)
     if json_summary:

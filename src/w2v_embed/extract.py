@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Protocol, TypeVar
+from typing import Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from .discover import AudioFile
 from .embedder import Embedder, Features
 from .errors import UsageError, W2VEmbedError
 from .store import FeatureWriter, RunInfo
+from .store.jsonl import JsonLinesWriter
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -202,24 +203,28 @@ def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]
 
 def extract(
     files: list[AudioFile],
-    output: str | Path,
+    output: str | Path | TextIO,
     embedder: Embedder,
     options: ExtractOptions = ExtractOptions(),
     progress: Progress | None = None,
     engine: Engine | None = None,
 ) -> ExtractSummary:
-    """Embed every file into `output`; bad files are recorded under /failed, never fatal.
+    """Embed every file into `output` (an .h5 path, or a text stream for JSON Lines); bad files are
+    recorded under /failed (reported in the summary), never fatal.
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
     back here to the one FeatureWriter, so every engine has the same resume and crash safety.
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
-    summary = ExtractSummary(Path(output))
-    with FeatureWriter(
-        Path(output), run_info(embedder, options, files), options.mode, options.save_every_files,
-        options.save_every_seconds,
-    ) as writer:
+    info = run_info(embedder, options, files)
+    if hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
+        summary = ExtractSummary(Path("-"))
+        writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info)
+    else:
+        summary = ExtractSummary(Path(output))
+        writer = FeatureWriter(Path(output), info, options.mode, options.save_every_files, options.save_every_seconds)
+    with writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
         todo = [f for f in files if f.name not in writer.done]
         summary.skipped = len(files) - len(todo)
