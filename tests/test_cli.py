@@ -54,7 +54,7 @@ def test_folder_to_pooled_h5(corpus, onnx_model, tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["ok"] == 5 and summary["failed"] == 1
     with h5py.File(out) as f:
-        assert f.attrs["format"] == "w2v-embed/1" and f.attrs["pooling"] == "mean"
+        assert f.attrs["format"] == "w2v-embed/2" and f.attrs["pooling"] == "mean"
         assert list(f.attrs["layers"]) == ["1", "3"]
         assert f.attrs["sample_rate"] == 16000 and f.attrs["frame_rate"] == 50.0
         assert abs(f.attrs["frame_center_offset"] - 0.0125) < 1e-12

@@ -91,7 +91,7 @@ def test_pooled_layout(tmp_path, pooling):
     width = 2 * HIDDEN if pooling == "meanstd" else HIDDEN
     with h5py.File(out, "r") as f:
         a = f.attrs
-        assert a["format"] == "w2v-embed/1" and a["model"] == "tiny.onnx" and a["model_sha256"] == SHA
+        assert a["format"] == "w2v-embed/2" and a["model"] == "tiny.onnx" and a["model_sha256"] == SHA
         assert a["sample_rate"] == 16000 and a["frame_rate"] == 50.0 and a["frame_center_offset"] == 0.0125
         assert a["pooling"] == pooling and a["dtype"] == "float32" and a["w2v_embed_version"] == __version__
         assert list(a["layers"]) == ["6", "12"]
@@ -435,7 +435,7 @@ def test_read_summary_is_plain_python(tmp_path):
     summary = read_summary(out)
     assert summary["files"] == 2 and summary["failed"] == [(name_of(2), "bad header")]
     assert summary["audio_seconds"] == pytest.approx((num_samples(0) + num_samples(1)) / 16_000)
-    assert summary["layers"] == ["6", "12"] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/1"
+    assert summary["layers"] == ["6", "12"] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/2"
     for value in summary.values():
         assert type(value) in (int, float, str, list), (value, type(value))
 
@@ -532,3 +532,19 @@ def test_a_lock_file_deleted_by_hand_stops_the_first_writer_before_it_writes(tmp
     assert lock.exists()  # the second writer's lock is left alone
     second.close()
     assert load(out)[0] == [name_of(1)]
+
+
+def test_version_1_outputs_are_still_read_and_resumed(tmp_path):
+    """Format 1 stored layers as integers; such files load, and a resume writes format 2 with their rows."""
+    out = write(tmp_path / "old.h5", info_for(), [0, 1])
+    with h5py.File(out, "r+") as f:
+        f.attrs["format"] = "w2v-embed/1"
+        f.attrs["layers"] = np.array([6, 12], dtype=np.int64)
+        for key in ("shard", "shard_files", "total_files", "window_seconds", "hop_seconds"):
+            del f.attrs[key]
+    paths, x = load(out, layer=12)
+    assert paths == [name_of(0), name_of(1)]
+    write(out, info_for(), [0, 1, 2], mode="resume")
+    with h5py.File(out) as f:
+        assert f.attrs["format"] == "w2v-embed/2" and list(f.attrs["layers"]) == ["6", "12"]
+    assert load(out, layer=12)[0] == [name_of(i) for i in range(3)]

@@ -1,4 +1,4 @@
-"""The output file (format "w2v-embed/1"), as a package of its parts:
+"""The output file (format "w2v-embed/2"), as a package of its parts:
 
 - `layout`: what a run records (RunInfo), the HDF5 layout, opening and creating files safely;
 - `writer`: FeatureWriter, results into OUT.h5 crash-safely and resumably (segments, then one merge);

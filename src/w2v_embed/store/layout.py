@@ -1,4 +1,4 @@
-"""The output format ("w2v-embed/1"): what a run records (RunInfo), the HDF5 layout, and opening,
+"""The output format ("w2v-embed/2"): what a run records (RunInfo), the HDF5 layout, and opening,
 checking and creating its files safely; shared by the writer, the merge and the reader."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .. import __version__
 from ..errors import W2VEmbedError
 from ..layers import LAST, Layer, dataset_name, from_text
 
-FORMAT = "w2v-embed/1"
+FORMAT = "w2v-embed/2"  # 2: layers stored as strings ("last"), windows; /1 files are read alike
+READABLE_FORMATS = ("w2v-embed/1", FORMAT)
 POOLINGS = ("mean", "max", "meanstd", "none")
 DTYPES = ("float32", "float16")
 MODES = ("new", "resume", "overwrite")
@@ -231,7 +232,7 @@ def open_output(path: Path, hint: str = _OVERWRITE_HINT) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); {hint}") from exc
-    if attr_str(f.attrs.get("format")) != FORMAT:
+    if attr_str(f.attrs.get("format")) not in READABLE_FORMATS:
         f.close()
         raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); {hint}")
     return f
