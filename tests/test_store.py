@@ -437,7 +437,7 @@ def test_read_summary_is_plain_python(tmp_path):
     assert summary["audio_seconds"] == pytest.approx((num_samples(0) + num_samples(1)) / 16_000)
     assert summary["layers"] == ["6", "12"] and summary["pooling"] == "mean" and summary["format"] == "w2v-embed/2"
     for value in summary.values():
-        assert type(value) in (int, float, str, list), (value, type(value))
+        assert type(value) in (bool, int, float, str, list), (value, type(value))
 
 
 # -- issue 9: nothing lost -----------------------------------------------------------------------------

@@ -54,9 +54,17 @@ class Decoded:
     source_channels: int
 
 
-def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_SAMPLE_RATE) -> Decoded:
+def decode(
+    path: Path,
+    *,
+    channel: int | None = None,
+    target_rate: int = TARGET_SAMPLE_RATE,
+    segment: tuple[float, float] | None = None,
+) -> Decoded:
     """Read `path` as float32 mono at `target_rate`: mean of channels, or only `channel` (0-based).
 
+    With `segment` (start, end seconds) only that part is read — libsndfile seeks to it, ffmpeg is
+    asked for it — and resampled alone, exactly as if it had been cut out into a file of its own.
     Tries libsndfile first (even for odd extensions: a misnamed wav still reads), then ffmpeg.
     Raises AudioError with a one-line reason for anything that yields no usable samples.
     """
@@ -65,19 +73,35 @@ def decode(path: Path, *, channel: int | None = None, target_rate: int = TARGET_
     try:
         reader = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc))
+        return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc), segment)
     with reader:
         rate, channels = int(reader.samplerate), int(reader.channels)
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
         block = max(int(rate * BLOCK_SECONDS), 1)
-        expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
         try:
-            samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
-            _check_complete(path, reader)
+            if segment is None:
+                expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
+                samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
+                _check_complete(path, reader)
+            else:
+                first, count = _segment_frames(path, segment, rate, reader.frames)
+                reader.seek(first)
+                samples = _resample_blocks(path, _sf_blocks(reader, block, count), rate, target_rate, channel, count)
+                if reader.tell() - first < count:
+                    raise AudioError(f"cannot decode {path}: the segment ends past the audio ({reader.tell() / rate:.2f} s)")
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return Decoded(samples, rate, channels)
+
+
+def _segment_frames(path: Path, segment: tuple[float, float], rate: int, frames: int) -> tuple[int, int]:
+    """First frame and frame count of [start, end) seconds, checked against the file's length."""
+    start, end = segment
+    first, last = round(start * rate), round(end * rate)
+    if frames > 0 and last > frames:
+        raise AudioError(f"cannot decode {path}: the segment ends at {end:g} s, past the audio's end ({frames / rate:.2f} s)")
+    return first, last - first
 
 
 def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -218,11 +242,15 @@ def _sf_reason(exc: BaseException) -> str:
 # --- block pipeline ---------------------------------------------------------------------------
 
 
-def _sf_blocks(reader: sf.SoundFile, frames: int) -> Iterator[np.ndarray]:
-    while True:
-        block = reader.read(frames, dtype="float32", always_2d=True)
+def _sf_blocks(reader: sf.SoundFile, frames: int, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Blocks of `frames` from the current position, to the end or for `limit` frames in all."""
+    left = limit
+    while left is None or left > 0:
+        block = reader.read(frames if left is None else min(frames, left), dtype="float32", always_2d=True)
         if not len(block):
             return
+        if left is not None:
+            left -= len(block)
         yield block
 
 
@@ -278,7 +306,9 @@ def _resample_blocks(
 # Downmix and resampling then run through the same code as libsndfile's blocks.
 
 
-def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_reason: str) -> Decoded:
+def _decode_with_ffmpeg(
+    path: Path, channel: int | None, target_rate: int, sf_reason: str, segment: tuple[float, float] | None = None
+) -> Decoded:
     exe = ffmpeg_executable()
     if exe is None:
         if path.suffix.lower().lstrip(".") not in _SNDFILE_EXTENSIONS:
@@ -287,6 +317,7 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
     source = "file:" + os.fspath(path)  # the file protocol: names like "-x.m4a" or "a:b.m4a" stay names
     command = [
         exe, "-nostdin", "-hide_banner", "-loglevel", "error",
+        *(["-ss", f"{segment[0]:.6f}", "-to", f"{segment[1]:.6f}"] if segment else []),
         "-i", source,
         "-map", "0:a:0", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
     ]  # fmt: skip
@@ -312,6 +343,8 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
             samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)
             if process.wait() != 0:
                 raise AudioError(f"cannot decode {path}: ffmpeg: {_ffmpeg_log(log) or 'failed'}")
+            if segment and len(samples) < (segment[1] - segment[0] - 0.01) * target_rate:  # ffmpeg stops at the end
+                raise AudioError(f"cannot decode {path}: the segment ends at {segment[1]:g} s, past the audio's end")
         finally:
             if process.poll() is None:
                 process.kill()

@@ -128,6 +128,7 @@ def extract(
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: --window, no overlap].")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
+    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), or a Kaldi data folder (segments + wav.scp).")] = None,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")] = False,
@@ -162,6 +163,8 @@ def extract(
 
       w2v-embed extract clips/ -o events.h5 --window 1 --hop 0.5 --layers 6,last
 
+      w2v-embed extract --segments diarization.tsv -o turns.h5 --layers last
+
       w2v-embed extract corpus/ -o - --layers last | jq -c '{path, n: (.layers.last | length)}'
 
       w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
@@ -179,7 +182,7 @@ def extract(
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = _run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
-    selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard)
+    selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard, segments)
     if not math.isfinite(progress_seconds) or progress_seconds < 0:
         _fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
     ray_options = None
@@ -203,10 +206,17 @@ class _Selection:
     recursive: bool
     follow_symlinks: bool
     shard: Optional[str] = None
+    segments: Optional[Path] = None
 
     def files(self) -> list:
         from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
 
+        if self.segments is not None:
+            from .segments import read_segments
+
+            if self.inputs or self.files_from is not None:
+                raise UsageError("--segments lists the audio itself: give no other inputs")
+            return read_segments(self.segments)
         inputs = self.inputs
         if self.files_from is not None:
             try:

@@ -25,6 +25,7 @@ class AudioFile:
     path: Path  # where to read it
     name: str  # the key stored in the output's /paths
     problem: str | None = None  # why it cannot be read, when discovery already knows (an unlistable folder)
+    segment: tuple[float, float] | None = None  # only this part, in seconds (extract --segments)
 
 
 def discover(

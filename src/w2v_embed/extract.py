@@ -172,7 +172,7 @@ def decode_file(file: AudioFile, channel: int | None, rate: int) -> Decoded:
     """A discovered file as 16 kHz mono, or the reason it cannot be (found while walking, or decoding)."""
     if file.problem:
         raise W2VEmbedError(file.problem)
-    return decode(file.path, channel=channel, target_rate=rate)
+    return decode(file.path, channel=channel, target_rate=rate, segment=file.segment)
 
 
 def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]) -> RunInfo:
@@ -192,6 +192,7 @@ def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]
         context_seconds=embedder.options.context_seconds,
         window_seconds=embedder.options.window_seconds,
         hop_seconds=embedder.options.hop if embedder.options.window_seconds > 0 else 0.0,
+        segments=any(f.segment is not None for f in files),
         shard=options.shard,
         shard_files=len(files) if options.shard else 0,
         total_files=options.total_files,
@@ -227,6 +228,7 @@ def extract(
     with writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
         todo = [f for f in files if f.name not in writer.done]
+        segments = {f.name: (os.fsdecode(f.path), *f.segment) for f in todo if f.segment is not None}
         summary.skipped = len(files) - len(todo)
         for result in engine.results(todo, options):
             if result.name in writer.done:
@@ -238,7 +240,8 @@ def extract(
                 summary.failures.append((result.name, result.error))
                 seconds = 0.0
             else:
-                writer.add(result.name, result.num_samples, result.source_sample_rate, result.features)
+                writer.add(result.name, result.num_samples, result.source_sample_rate, result.features,
+                           segments.get(result.name))
                 summary.ok += 1
                 summary.audio_seconds += seconds
             if progress:

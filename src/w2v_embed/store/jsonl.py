@@ -33,17 +33,25 @@ class JsonLinesWriter:
         self.stream, self.info = stream, info
         self.done: set[str] = set()
 
-    def add(self, name: str, num_samples: int, source_sample_rate: int, features: Mapping[Layer, np.ndarray]) -> None:
+    def add(
+        self,
+        name: str,
+        num_samples: int,
+        source_sample_rate: int,
+        features: Mapping[Layer, np.ndarray],
+        segment: tuple[str, float, float] | None = None,
+    ) -> None:
         info = self.info
+        where = {"source_path": segment[0], "segment_start": segment[1], "segment_end": segment[2]} if segment else {}
         rows = {str(k): np.asarray(features[k], np.float32) for k in info.layers}
         if info.windowed:
             count = len(next(iter(rows.values())))
             starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds, num_samples / info.sample_rate)
             for w in range(count):
-                self._write({"path": name, "start": float(starts[w]), "end": float(ends[w]), "partial": bool(partial[w]),
+                self._write({"path": name, **where, "start": float(starts[w]), "end": float(ends[w]), "partial": bool(partial[w]),
                              "layers": {k: v[w].tolist() for k, v in rows.items()}})
         else:
-            self._write({"path": name, "seconds": num_samples / info.sample_rate,
+            self._write({"path": name, **where, "seconds": num_samples / info.sample_rate,
                          "layers": {k: v.tolist() for k, v in rows.items()}})
         self.done.add(name)
 

@@ -34,6 +34,9 @@ COPY_BYTES = 64 << 20  # merge copies at most this much at a time
 BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (long frame-level files)
 # What must match to continue a run, with the words an error message uses for it.
 # Not in files written before they were recorded: "" there means unknown, not a mismatch.
+# One row per stored row of a --segments run: where it was cut from (path, seconds).
+SEGMENT_DATASETS = {"source_path": _STR, "segment_start": np.float64, "segment_end": np.float64}
+Segment = tuple[str, float, float]
 # Beside the layer datasets of windowed outputs, one value per window.
 WINDOW_DATASETS = {"window_start": np.float64, "window_end": np.float64, "window_partial": np.uint8}
 _RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel")
@@ -51,6 +54,7 @@ RESUME_FIELDS = {
     "shard": "shard",
     "window_seconds": "window",
     "hop_seconds": "hop",
+    "segments": "segments",
 }
 
 
@@ -78,6 +82,7 @@ class RunInfo:
     total_files: int = 0  # files in the whole list the shards split
     window_seconds: float = 0.0  # > 0: one pooled row per window (--window), rows of a file at /offsets
     hop_seconds: float = 0.0
+    segments: bool = False  # rows are parts of recordings (--segments): /source_path, /segment_start, /segment_end
 
     @property
     def frame_level(self) -> bool:
@@ -152,6 +157,7 @@ class RunInfo:
             "total_files": np.int64(self.total_files),
             "window_seconds": float(self.window_seconds),
             "hop_seconds": float(self.hop_seconds),
+            "segments": bool(self.segments),
         }
 
 
@@ -366,6 +372,9 @@ def create_layout(
     create("paths", (rows,), _STR)
     create("num_samples", (rows,), np.int64)
     create("source_sample_rate", (rows,), np.int64)
+    if info.segments:
+        for name, dtype in SEGMENT_DATASETS.items():
+            create(name, (rows,), dtype)
     if info.has_offsets:
         create("offsets", (rows + 1,), np.int64)
     for layer in info.layers:

@@ -15,6 +15,7 @@ from ..layers import dataset_name
 from .layout import (
     COPY_BYTES,
     RESUME_FIELDS,
+    SEGMENT_DATASETS,
     WINDOW_DATASETS,
     RunInfo,
     create_h5,
@@ -86,7 +87,7 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo) -> None:
         for source in sources:
             with h5py.File(source.path, "r") as src:
                 for a, b in _runs(source.keep):
-                    for name in ("paths", "num_samples", "source_sample_rate"):
+                    for name in ("paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ())):
                         _copy(src[name], f[name], a, b, row)
                     if source.offsets is not None:
                         fa, fb = int(source.offsets[a]), int(source.offsets[b])

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
-from ..layers import dataset_name
+from ..layers import Layer, dataset_name
 from ..pooling import window_times
 from .layout import (
     BUFFER_BYTES,
@@ -34,6 +34,7 @@ from .layout import (
     REPLACES_MARKER,
     WINDOW_DATASETS,
     RunInfo,
+    Segment,
     atomic_write_text,
     check_resumable,
     create_h5,
@@ -59,7 +60,8 @@ class _Entry:
     name: str
     num_samples: int
     source_sample_rate: int
-    features: dict[int, np.ndarray]
+    features: dict[Layer, np.ndarray]
+    segment: Segment | None = None
 
 
 @dataclass
@@ -162,13 +164,24 @@ class FeatureWriter:
 
     # -- adding results --------------------------------------------------------------------------
 
-    def add(self, name: str, num_samples: int, source_sample_rate: int, features: Mapping[int, np.ndarray]) -> None:
-        """Store one file's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all layers."""
+    def add(
+        self,
+        name: str,
+        num_samples: int,
+        source_sample_rate: int,
+        features: Mapping[Layer, np.ndarray],
+        segment: Segment | None = None,
+    ) -> None:
+        """Store one file's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all
+        layers; `segment` (source path, start, end) when the row is a part of a recording."""
         self._check_open()
         if name in self.done:
             raise W2VEmbedError(f"{name}: already stored in {self.path}; skip the names in writer.done")
+        if (segment is None) == self.info.segments:
+            raise W2VEmbedError(f"{name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
+                                f"with segments={self.info.segments}")
         arrays = self._checked_features(name, features)
-        self._buffer.entries.append(_Entry(name, int(num_samples), int(source_sample_rate), arrays))
+        self._buffer.entries.append(_Entry(name, int(num_samples), int(source_sample_rate), arrays, segment))
         self._buffer.nbytes += sum(a.nbytes for a in arrays.values())
         self.done.add(name)
         self._maybe_commit()
@@ -306,6 +319,10 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
                     f[dataset_name(layer)][start:stop] = entry.features[layer]
             elif entries:
                 f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
+        if info.segments and entries:
+            f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
+            f["segment_start"][:] = [e.segment[1] for e in entries]
+            f["segment_end"][:] = [e.segment[2] for e in entries]
         if info.windowed and entries:
             times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
                      for n, e in zip(lengths, entries)]
