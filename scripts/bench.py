@@ -128,12 +128,15 @@ def child(kind: str, args: dict) -> dict:
         from transformers import AutoModel
 
         torch.set_num_threads(threads)
-        model = AutoModel.from_pretrained(args["checkpoint"]).eval()
-        x = torch.from_numpy(clip[None])
+        device = "cuda" if args["device"] == "cuda" else "cpu"  # the baseline runs where w2v-embed runs
+        model = AutoModel.from_pretrained(args["checkpoint"]).eval().to(device)
+        x = torch.from_numpy(clip[None]).to(device)
 
         def step() -> None:
             with torch.inference_mode():
                 model(x, output_hidden_states=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
     elif kind in ("onnx", "onnx-layer6"):
         from w2v_embed.runtime import OnnxModel
 
@@ -162,7 +165,8 @@ def child(kind: str, args: dict) -> dict:
         from w2v_embed.extract import extract
 
         layers = args.get("layers", "all")
-        embedder = Embedder(args["model"], device=args["device"], threads=threads, options=EmbedOptions(layers, "mean"))
+        options = EmbedOptions(layers, args.get("pool", "mean"))
+        embedder = Embedder(args["model"], device=args["device"], threads=threads, options=options)
         files = discover([args["corpus"]])
         out = Path(args["workdir"]) / f"{kind}.h5"
         engine, startup = None, None
@@ -181,6 +185,52 @@ def child(kind: str, args: dict) -> dict:
         wall = time.perf_counter() - started
         return dict(realtime=summary.audio_seconds / wall, rss=_peak_rss(), audio=summary.audio_seconds, wall=wall,
                     ray_startup_s=startup)
+    elif kind == "extract-shards":  # 2 shards one after the other + merge, vs the plain extract row
+        from w2v_embed.discover import discover
+        from w2v_embed.embedder import EmbedOptions, Embedder
+        from w2v_embed.extract import ExtractOptions, extract
+        from w2v_embed.shards import Shard, select
+        from w2v_embed.store import load, merge
+
+        embedder = Embedder(args["model"], device=args["device"], threads=threads, options=EmbedOptions("all", "mean"))
+        files, work = discover([args["corpus"]]), Path(args["workdir"])
+        started = time.perf_counter()
+        parts = []
+        for i in range(2):
+            part = work / f"shard.{i}.h5"
+            options = ExtractOptions(mode="overwrite", shard=f"{i}/2", total_files=len(files))
+            summary = extract(select(files, Shard(i, 2)), part, embedder, options)
+            parts.append(part)
+        merge(work / "merged.h5", parts, overwrite=True)
+        wall = time.perf_counter() - started
+        paths, merged = load(work / "merged.h5")
+        one_paths, one = load(work / "extract.h5")
+        worst = float(abs(merged[[paths.index(p) for p in one_paths]] - one).max())
+        return dict(realtime=args["audio"] / wall, rss=_peak_rss(), wall=wall, max_diff_vs_one_run=worst,
+                    same_paths=sorted(paths) == sorted(one_paths))
+    elif kind == "read":  # random rows of a generated frame-level file of a few GB
+        import numpy as np
+
+        from w2v_embed.store import FeatureWriter, RunInfo, open as open_output
+
+        path = Path(args["workdir"]) / "big-frames.h5"
+        files, frames, hidden = args["read_files"], args["read_frames"], 768
+        if not path.exists():
+            info = RunInfo("bench", "0" * 64, (12,), "none", hidden)
+            rng = np.random.default_rng(0)
+            block = rng.standard_normal((frames, hidden)).astype(np.float32)
+            with FeatureWriter(path, info, commit_every_files=8) as writer:
+                for i in range(files):
+                    writer.add(f"f{i:05d}.wav", frames * 320, 16_000, {12: block})
+        out = open_output(path)
+        order = np.random.default_rng(1).integers(0, len(out), 200)
+        times = []
+        for i in order:
+            t = time.perf_counter()
+            out[int(i)][12].sum()
+            times.append(time.perf_counter() - t)
+        return dict(realtime=float("nan"), rss=_peak_rss(), gb=path.stat().st_size / 1e9,
+                    median_ms=1000 * float(np.median(times)), p95_ms=1000 * float(np.percentile(times, 95)))
     elif kind == "decode":
         from w2v_embed.audio import decode
         from w2v_embed.discover import discover
@@ -286,6 +336,9 @@ def main() -> None:
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
     parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
+    parser.add_argument("--shards", action="store_true", help="also 2 shards + merge on the corpus (time, equality)")
+    parser.add_argument("--read-gb", type=float, default=0.0, help="also time open()'s random reads of a file this big")
+    parser.add_argument("--long-frames", action="store_true", help="with --long-hours: also its frame-level run, all layers")
     parser.add_argument("--decode", action="store_true", help="also time decoding + resampling alone, 1 and 2 workers")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -298,6 +351,15 @@ def main() -> None:
         seconds = make_corpus(workdir / "corpus", opts.files)
         print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min of audio at 8–48 kHz")
     rows = []
+    if opts.read_gb:
+        frames = 3000  # 60 s of frames per file, one layer of 768
+        files = max(1, int(opts.read_gb * 1e9 / (frames * 768 * 4)))
+        result = run_child("read", {"workdir": str(workdir), "read_files": files, "read_frames": frames, "threads": 1,
+                                    "clip_seconds": 1.0, "repeats": 1})
+        rows.append(("-", f"open() one random file's frames (60 s × 768) of a {result['gb']:.1f} GB frame-level file: "
+                          f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms", float("nan"),
+                     float("nan"), float("nan"), result["rss"], float("nan")))
+        print(f"# read: {result}", flush=True)
     if opts.decode and opts.files:
         for workers in (1, 2):
             result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads,
@@ -333,8 +395,11 @@ def main() -> None:
             plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
             if opts.ray:
                 plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None))
+            if opts.shards:
+                plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus", None))
         for kind, name, depth, *model_override in plan:
-            result = run_child(kind, {**base, "model": model_override[0]} if model_override else base)
+            extra = {"audio": seconds} if kind == "extract-shards" else {}
+            result = run_child(kind, {**base, **extra, "model": model_override[0]} if model_override else {**base, **extra})
             if kind == "torch":
                 torch_rt = result["realtime"]
             gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if config is not None else float("nan")
@@ -348,6 +413,10 @@ def main() -> None:
             result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "last"})
             rows.append((label, f"extract one {opts.long_hours:g} h 48 kHz stereo file", result["realtime"],
                          float("nan"), float("nan"), result["rss"], result["realtime"] / torch_rt if torch_rt else float("nan")))
+            if opts.long_frames:
+                result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "all", "pool": "none"})
+                rows.append((label, f"extract one {opts.long_hours:g} h file, --pool none, all layers (streamed)",
+                             result["realtime"], float("nan"), float("nan"), result["rss"], float("nan")))
     print("| model | what | ×real-time | GFLOP/s | % of sgemm peak | peak RSS MiB | vs PyTorch eager |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, name, rt, gf, pct, rss, ratio in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 
 from conftest import VARIANTS, reference_states
@@ -130,3 +131,31 @@ def test_bad_option_values_are_usage_errors_naming_the_option(onnx_model, change
     emb = Embedder(onnx_model("group"), device="cpu")
     with pytest.raises(UsageError, match=f"^{option} "):
         emb.with_options(**change)
+
+
+def test_long_frame_level_files_are_streamed_and_equal_held_ones(onnx_model, tmp_path, monkeypatch):
+    """Frames of a file over STREAM_FRAMES_BYTES go to the writer chunk by chunk: same output, bit for bit."""
+    import w2v_embed
+    import w2v_embed.embedder as embedder_module
+    from w2v_embed.discover import discover
+    from w2v_embed.extract import ExtractOptions, extract
+
+    rng = np.random.default_rng(12)
+    for i, seconds in enumerate((23.0, 7.0)):
+        sf.write(tmp_path / f"a{i}.wav", rng.uniform(-0.5, 0.5, int(16_000 * seconds)).astype(np.float32), 16_000)
+    emb = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("all", "none", chunk_seconds=5))
+    files = discover([str(tmp_path / "a0.wav"), str(tmp_path / "a1.wav")])
+    extract(files, tmp_path / "held.h5", emb, ExtractOptions())
+    written = []
+    monkeypatch.setattr(embedder_module, "STREAM_FRAMES_BYTES", 0)
+    from w2v_embed.store import writer as writer_module
+
+    original = writer_module.FeatureWriter.write_frames
+    monkeypatch.setattr(writer_module.FeatureWriter, "write_frames",
+                        lambda self, name, layer, start, frames, n: (written.append(len(frames)), original(self, name, layer, start, frames, n)))
+    extract(files, tmp_path / "streamed.h5", emb, ExtractOptions())
+    assert written and max(written) < 23 * 50  # chunks, not whole files
+    held, streamed = w2v_embed.load(tmp_path / "held.h5", layer=2), w2v_embed.load(tmp_path / "streamed.h5", layer=2)
+    assert held.keys() == streamed.keys()
+    for name in held:
+        np.testing.assert_array_equal(held[name], streamed[name])

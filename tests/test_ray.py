@@ -104,3 +104,17 @@ def test_an_actor_killed_mid_run_loses_nothing(local_ray, onnx_model, corpus, tm
     _run(model, corpus, tmp_path / "local.h5", engine=False)
     _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")
     assert summary.ok + summary.failed == len(discover([str(corpus)]))
+
+
+def test_segments_on_ray_equal_local(local_ray, onnx_model, corpus, tmp_path):
+    from w2v_embed.segments import parse_table
+
+    wav = sorted((corpus / "long").iterdir())[0]
+    rows = parse_table(f"path,start,end,id\n{wav},0.5,2.0,a\n{wav},1.0,3.5,b\n{wav},3,2,bad\n")
+    model = onnx_model("group")
+    embedder = Embedder(model, device="cpu", options=EmbedOptions("last", "mean"))
+    engine = RayEngine(embedder, model, "cpu", RayOptions(files_per_batch=2))
+    ray_summary = extract(rows, tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
+    extract(rows, tmp_path / "local.h5", embedder, ExtractOptions())
+    assert (ray_summary.ok, ray_summary.failed) == (2, 1)
+    _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")

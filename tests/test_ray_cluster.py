@@ -33,7 +33,7 @@ def _free_port() -> int:
 def cluster():
     ray_cli = str(Path(sys.executable).parent / "ray")
     port = _free_port()
-    common = [f"--node-ip-address={IP}", "--num-cpus=2", "--disable-usage-stats"]
+    common = [f"--node-ip-address={IP}", "--num-cpus=2", "--disable-usage-stats", '--resources={"embedder": 1}']
     start = [[ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
              [ray_cli, "start", f"--address={IP}:{port}", *common]]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster; no token to share
@@ -57,8 +57,9 @@ def test_two_nodes_share_the_work_and_equal_a_local_run(cluster, onnx_model, tmp
                     corpus / f"copy{i}.wav")
     model = onnx_model("group")
     embedder = Embedder(model, device="cpu", options=EmbedOptions("1,last", "mean"))
-    # 3 actors of 1 CPU on two nodes of 2 CPUs: they cannot all fit on one node.
-    engine = RayEngine(embedder, model, "cpu", RayOptions(address=cluster, node_ip=IP, actors=3, files_per_batch=1))
+    # Each node offers one "embedder" resource and each actor needs one: one actor on each node.
+    options = RayOptions(address=cluster, node_ip=IP, actors=2, files_per_batch=1, resources_per_actor={"embedder": 1})
+    engine = RayEngine(embedder, model, "cpu", options)
     files = discover([str(corpus)])
     summary = extract(files, tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
     assert summary.ok + summary.failed == len(files)

@@ -548,3 +548,39 @@ def test_version_1_outputs_are_still_read_and_resumed(tmp_path):
     with h5py.File(out) as f:
         assert f.attrs["format"] == "w2v-embed/2" and list(f.attrs["layers"]) == ["6", "12"]
     assert load(out, layer=12)[0] == [name_of(i) for i in range(3)]
+
+
+# -- frame-level files streamed chunk by chunk -----------------------------------------------------
+
+
+def test_streamed_frames_equal_added_frames_and_a_cut_off_file_is_redone(tmp_path):
+    info = info_for(pooling="none")
+    whole = features(3, info)
+    frames = len(whole[6])
+    out = tmp_path / "s.h5"
+    writer = FeatureWriter(out, info)
+    for start in reversed(range(0, frames, 4)):  # chunks in any order
+        for layer in info.layers:
+            writer.write_frames(name_of(3), layer, start, whole[layer][start : start + 4], frames)
+    assert list(writer.parts.glob("stream-*.h5.tmp"))  # on disk, not in memory
+    writer.add(name_of(3), num_samples(3), 16_000, {6: np.zeros(0), 12: np.zeros(0)})
+    for layer in info.layers:
+        writer.write_frames(name_of(4), layer, 0, features(4, info)[layer][:2], 5)  # cut off: never completed
+    writer.abort()
+    assert not list(writer.parts.glob("*.tmp"))  # the cut-off file is not half-present anywhere
+    with FeatureWriter(out, info, mode="resume") as again:
+        assert again.done == {name_of(3)}  # the cut-off file is redone
+        add(again, 4)
+    got = load(out, layer=12)
+    np.testing.assert_array_equal(got[name_of(3)], whole[12])
+    np.testing.assert_array_equal(got[name_of(4)], features(4, info)[12])
+
+
+def test_a_failed_streamed_file_leaves_nothing(tmp_path):
+    info = info_for(pooling="none")
+    with FeatureWriter(tmp_path / "f.h5", info) as writer:
+        writer.write_frames(name_of(1), 6, 0, features(1, info)[6], len(features(1, info)[6]))
+        writer.add_failure(name_of(1), "the model's output is not finite")
+        assert not list(writer.parts.glob("*.tmp"))
+        add(writer, 2)
+    assert read_summary(tmp_path / "f.h5")["failed"] == [(name_of(1), "the model's output is not finite")]

@@ -13,7 +13,7 @@ import math
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
 MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 20
+# Frame-level files with more than this in frames are streamed to the sink chunk by chunk (a 2-hour
+# file's 13 layers are 14 GB); smaller ones are held whole and batched with their neighbours.
+STREAM_FRAMES_BYTES = 64 << 20
 MIN_WINDOW_SECONDS = 0.02  # one frame of the 50 Hz grid: a shorter window could hold none
 Features = dict[Layer, np.ndarray]
 
@@ -102,6 +105,30 @@ def _finite(features: Features) -> Features | W2VEmbedError:
     return features
 
 
+class FrameSink(Protocol):
+    """Where streamed frames go (FeatureWriter is one): per file, layer and chunk."""
+
+    def write_frames(self, name: Any, layer: Layer, start: int, frames: np.ndarray, num_frames: int) -> None: ...
+
+
+class _Streamed:
+    """Pooling "none" into a sink: each chunk's frames go straight out instead of into a file-sized array.
+    The result is empty (the frames are the sink's), or NaN when a chunk was not finite, so that the
+    file is reported as failed like any other (the sink then drops what it got)."""
+
+    def __init__(self, sink: FrameSink, key: Hashable, layer: Layer, num_frames: int) -> None:
+        self.sink, self.key, self.layer, self.num_frames = sink, key, layer, num_frames
+        self.finite = True
+
+    def add(self, start: int, frames: np.ndarray) -> None:
+        self.finite = self.finite and bool(np.isfinite(frames).all())
+        if self.finite:
+            self.sink.write_frames(self.key, self.layer, start, frames, self.num_frames)
+
+    def result(self) -> np.ndarray:
+        return np.zeros(0, np.float32) if self.finite else np.full(1, np.nan, np.float32)
+
+
 @dataclass
 class _Piece:
     key: Hashable
@@ -145,18 +172,21 @@ class Embedder:
         return result
 
     def embed_stream(
-        self, items: Iterable[tuple[K, np.ndarray]], inplace: bool = False
+        self, items: Iterable[tuple[K, np.ndarray]], inplace: bool = False, frame_sink: FrameSink | None = None
     ) -> Iterator[tuple[K, Features | W2VEmbedError]]:
         """(key, 16 kHz mono signal) in → (key, features or the reason it failed) out, as files complete.
 
         With `inplace` the signals are normalised in place instead of copied (the caller owns them).
+        With `frame_sink` and pooling "none", a long file's chunks (frames over STREAM_FRAMES_BYTES) go
+        to the sink as they come out and the finished file yields empty features: memory holds a
+        chunk's frames, not a file's.
         """
         opts = self.options
         sr = self.info.sample_rate
         grid = self.info.grid
         chunk_frames = seconds_to_frames(opts.chunk_seconds, grid, sr)
         context_frames = seconds_to_frames(opts.context_seconds, grid, sr)
-        poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler]] = {}
+        poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler | _Streamed]] = {}
         remaining: dict[Hashable, int] = {}
         queue: list[_Piece] = []
         queued = 0
@@ -167,7 +197,12 @@ class Embedder:
                 yield key, exc
                 continue
             chunks = plan_chunks(len(signal), grid, chunk_frames, context_frames)
-            poolers[key] = {layer: self._pooler(grid.num_frames(len(signal))) for layer in self.layers}
+            frames = grid.num_frames(len(signal))
+            frame_bytes = frames * len(self.layers) * self.info.hidden_size * 4
+            if frame_sink is not None and opts.pool == "none" and frame_bytes > STREAM_FRAMES_BYTES:
+                poolers[key] = {layer: _Streamed(frame_sink, key, layer, frames) for layer in self.layers}
+            else:
+                poolers[key] = {layer: self._pooler(frames) for layer in self.layers}
             remaining[key] = len(chunks)
             queue.extend(_Piece(key, c, signal[c.start : c.stop]) for c in chunks)
             queued += len(signal)
@@ -197,7 +232,7 @@ class Embedder:
         return normalize(signal, inplace) if self.info.do_normalize else signal
 
     def _run_queue(
-        self, queue: list[_Piece], poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler]], remaining: dict[Hashable, int]
+        self, queue: list[_Piece], poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler | _Streamed]], remaining: dict[Hashable, int]
     ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
         multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
         for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .audio import Decoded, decode
 from .discover import AudioFile
-from .embedder import Embedder, Features
+from .embedder import Embedder, Features, FrameSink
 from .errors import UsageError, W2VEmbedError
 from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
@@ -129,7 +129,11 @@ class Engine(Protocol):
 
     embedder: Embedder  # in this process: what the run computes, checked before any file
 
-    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]: ...
+    def results(
+        self, files: list[AudioFile], options: ExtractOptions, frame_sink: FrameSink | None = None
+    ) -> Iterator[Result]:
+        """Each file's outcome; frame-level features may go to `frame_sink` chunk by chunk instead."""
+        ...
 
 
 class LocalEngine:
@@ -138,7 +142,9 @@ class LocalEngine:
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
 
-    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]:
+    def results(
+        self, files: list[AudioFile], options: ExtractOptions, frame_sink: FrameSink | None = None
+    ) -> Iterator[Result]:
         rate = self.embedder.info.sample_rate
         sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio
         failed: list[Result] = []  # decode failures, handed out between model results
@@ -157,7 +163,8 @@ class LocalEngine:
                 sources[file.name] = (len(audio.samples), audio.source_sample_rate)
                 yield file.name, audio.samples
 
-        for name, result in self.embedder.embed_stream(signals(), inplace=True):  # the decoded audio is ours
+        # The decoded audio is ours to normalise in place; frame-level chunks go to the sink as they come.
+        for name, result in self.embedder.embed_stream(signals(), inplace=True, frame_sink=frame_sink):
             yield from failed
             failed.clear()
             num_samples, source_rate = sources.pop(name)
@@ -230,7 +237,7 @@ def extract(
         todo = [f for f in files if f.name not in writer.done]
         segments = {f.name: (os.fsdecode(f.path), *f.segment) for f in todo if f.segment is not None}
         summary.skipped = len(files) - len(todo)
-        for result in engine.results(todo, options):
+        for result in engine.results(todo, options, writer if isinstance(writer, FeatureWriter) else None):
             if result.name in writer.done:
                 continue  # an engine that retried a file may deliver it twice: it is stored once
             seconds = result.num_samples / embedder.info.sample_rate

@@ -41,6 +41,7 @@ class RayOptions:
     files_per_batch: int = 4  # files handed to an actor at once
     node_ip: str | None = None  # this node's address, where Ray's own guess is wrong (e.g. only loopback works)
     num_cpus: int | None = None  # a local Ray's CPUs (default: all)
+    resources_per_actor: dict[str, float] | None = None  # custom Ray resources, e.g. to place one actor per node
 
     def __post_init__(self) -> None:
         for name in ("actors", "threads_per_actor", "files_per_batch"):
@@ -88,7 +89,8 @@ def _untext(value: bytes) -> str:
 
 def _decode_row(row: dict[str, Any], channel: int | None, rate: int) -> dict[str, Any]:
     """A Ray task: a file (by its index in the driver's list) → 16 kHz mono samples, or why it failed."""
-    file = AudioFile(Path(os.fsdecode(row["path"])), "", _untext(row["problem"]) or None)
+    segment = (float(row["start"]), float(row["end"])) if row["end"] >= 0 else None
+    file = AudioFile(Path(os.fsdecode(row["path"])), "", _untext(row["problem"]) or None, segment)
     try:
         audio = decode_file(file, channel, rate)
     except W2VEmbedError as exc:
@@ -147,16 +149,20 @@ class RayEngine:
         self.model, self.device, self.options = str(Path(model).resolve()), device, options
         self.nodes: Counter[str] = Counter()  # files embedded per Ray node, for the curious (and the tests)
 
-    def results(self, files: list[AudioFile], options: ExtractOptions) -> Iterator[Result]:
+    def results(self, files: list[AudioFile], options: ExtractOptions, frame_sink: object = None) -> Iterator[Result]:
+        """Frame-level rows come back whole from the actors (the sink is not used across processes)."""
         if not files:
             return
         ray = require_ray()
         connect(self.options)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # extract reports progress itself; Ray Data would log it again
+        context.wait_for_min_actors_s = 600  # the whole pool starts before files are handed out, so the
+        # first actor to load the model does not take every batch while the others are still starting
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         pool = self.options
-        rows = [{"index": i, "path": os.fsencode(Path(f.path).resolve()), "problem": _text(f.problem or "")}
+        rows = [{"index": i, "path": os.fsencode(Path(f.path).resolve()), "problem": _text(f.problem or ""),
+                 "start": f.segment[0] if f.segment else 0.0, "end": f.segment[1] if f.segment else -1.0}
                 for i, f in enumerate(files)]
         data = (
             ray.data.from_items(rows)
@@ -168,6 +174,7 @@ class RayEngine:
                 compute=ray.data.ActorPoolStrategy(size=pool.actors),
                 num_cpus=pool.threads_per_actor,
                 num_gpus=pool.gpus_per_actor or None,
+                resources=pool.resources_per_actor,
                 max_restarts=-1,
                 max_task_retries=-1,
             )

@@ -53,6 +53,7 @@ from .layout import (
 )
 from .lock import Lock
 from .merge import merge_files
+from .stream import FrameStream
 
 
 @dataclass
@@ -106,6 +107,7 @@ class FeatureWriter:
         self.commit_every_seconds = commit_every_seconds
         self.done: set[str] = set()
         self._buffer = _Buffer()
+        self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._dtype = np.dtype(info.dtype)
         self._closed = False
         with writing(self.path):
@@ -177,6 +179,9 @@ class FeatureWriter:
         self._check_open()
         if name in self.done:
             raise W2VEmbedError(f"{name}: already stored in {self.path}; skip the names in writer.done")
+        if name in self._streams:  # its frames are on disk already: complete that segment
+            self._finish_stream(name, num_samples, source_sample_rate, segment)
+            return
         if (segment is None) == self.info.segments:
             raise W2VEmbedError(f"{name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
                                 f"with segments={self.info.segments}")
@@ -186,9 +191,41 @@ class FeatureWriter:
         self.done.add(name)
         self._maybe_commit()
 
+    def write_frames(self, name: str, layer: Layer, start: int, frames: np.ndarray, num_frames: int) -> None:
+        """Frames [start, start + len(frames)) of one layer of a frame-level file, written to disk now;
+        `add` completes the file, `discard_frames` drops it. Bounds memory by a chunk, not a file."""
+        self._check_open()
+        if not self.info.frame_level:
+            raise W2VEmbedError(f"{name}: frames are streamed only for frame-level output (pooling none)")
+        stream = self._streams.get(name)
+        if stream is None:
+            temp = self.parts / f"stream-{len(self._streams)}-{time.monotonic_ns()}.h5.tmp"
+            stream = self._streams[name] = FrameStream(temp, self.info, num_frames)
+        stream.write(layer, start, frames)
+
+    def discard_frames(self, name: str) -> None:
+        """Drop a file's streamed frames (it failed after all)."""
+        stream = self._streams.pop(name, None)
+        if stream is not None:
+            stream.discard()
+
+    def _finish_stream(self, name: str, num_samples: int, source_sample_rate: int, segment: Segment | None) -> None:
+        self._lock.verify()
+        final = self.parts / f"seg-{self._next_segment:06d}.h5"
+        stream = self._streams.pop(name)
+        try:
+            stream.finish(final, name, int(num_samples), int(source_sample_rate), segment)
+        except BaseException:
+            stream.discard()
+            raise
+        fsync_dir(self.parts)
+        self._next_segment += 1
+        self.done.add(name)
+
     def add_failure(self, name: str, error: str) -> None:
         """Record why a file could not be embedded; a later successful retry removes the record."""
         self._check_open()
+        self.discard_frames(name)
         self._buffer.failures.append((name, " ".join(str(error).split()) or "unknown error"))
         self._maybe_commit()
 
@@ -284,6 +321,8 @@ class FeatureWriter:
         return self.path.exists() and not (self.parts / REPLACES_MARKER).exists()
 
     def _finish(self) -> None:
+        for name in list(self._streams):  # files cut off mid-way: redone on resume, never half-present
+            self.discard_frames(name)
         self._closed = True
         self._lock.release()
 
