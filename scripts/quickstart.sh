@@ -17,7 +17,7 @@ if [ ! -f "$MODEL" ]; then
     MODEL=models/tiny-random.onnx
     LAYERS=all
     python scripts/make_tiny_checkpoint.py models/tiny-random-checkpoint >/dev/null
-    w2v-embed export models/tiny-random-checkpoint -o "$MODEL"
+    w2v-embed export models/tiny-random-checkpoint -o "$MODEL" --overwrite
   fi
 fi
 rm -rf example && python scripts/make_example_audio.py example/corpus >/dev/null

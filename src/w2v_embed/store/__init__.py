@@ -1,10 +1,13 @@
 """The output file (format "w2v-embed/2"), as a package of its parts:
 
-- `layout`: what a run records (RunInfo), the HDF5 layout, opening and creating files safely;
-- `writer`: FeatureWriter, results into OUT.h5 crash-safely and resumably (segments, then one merge);
+- `layout`: what a run records (RunInfo), the HDF5 layout, opening and checking outputs;
+- `files`: files that are whole or absent (parts folders, fsync, renames, HDF5 write errors);
+- `writer`: FeatureWriter, results into OUT.h5 crash-safely and resumably (segments, then one merge),
+  with `stream` for frame-level files written chunk by chunk;
 - `lock`: one writer per output;
 - `merge`: streaming merges of segments, and of shard outputs (`w2v-embed merge`);
-- `reader`: load() and read_summary(), what downstream code calls.
+- `reader`: load(), open() and read_summary(), what downstream code calls;
+- `jsonl`: the writer interface over a text stream (`-o -`).
 """
 
 from .layout import FORMAT, RunInfo

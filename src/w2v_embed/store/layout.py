@@ -3,12 +3,8 @@ checking and creating its files safely; shared by the writer, the merge and the 
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,7 @@ import numpy as np
 from .. import __version__
 from ..errors import W2VEmbedError
 from ..layers import LAST, Layer, dataset_name, from_text
+from .files import parts_dir
 
 FORMAT = "w2v-embed/2"  # 2: layers stored as strings ("last"), windows; /1 files are read alike
 READABLE_FORMATS = ("w2v-embed/1", FORMAT)
@@ -27,7 +24,6 @@ DTYPES = ("float32", "float16")
 MODES = ("new", "resume", "overwrite")
 
 _STR = h5py.string_dtype()
-_SEGMENT = re.compile(r"seg-(\d+)\.h5")
 REPLACES_MARKER = "replaces-output"  # in OUT.h5.parts/: these parts are an --overwrite run; OUT.h5 is not merged in
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size target: fits the default 1 MiB chunk cache
 COPY_BYTES = 64 << 20  # merge copies at most this much at a time
@@ -161,74 +157,6 @@ class RunInfo:
         }
 
 
-@contextmanager
-def writing(where: Path) -> Iterator[None]:
-    """Turn a failed write (full disk, read-only folder, no permission) into one line naming `where`."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            message = f"no space left on the device of {where}; free some space and rerun with --resume (finished files are kept)"
-        else:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
-            message = f"cannot write {where}: {reason}"
-        raise W2VEmbedError(message) from None
-
-
-# -- files and folders -----------------------------------------------------------------------------
-
-
-def parts_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".parts")
-
-
-def segment_numbers(parts: Path) -> list[int]:
-    if not parts.is_dir():
-        return []
-    return [int(m.group(1)) for p in parts.iterdir() if (m := _SEGMENT.fullmatch(p.name))]
-
-
-def segment_files(parts: Path) -> list[Path]:
-    """Complete segments in commit order (temp names never match)."""
-    return [parts / f"seg-{n:06d}.h5" for n in sorted(segment_numbers(parts))]
-
-
-def remove_merge_temps(output: Path) -> None:
-    pattern = re.compile(re.escape(output.name) + r"\.tmp-\d+")
-    for p in output.parent.glob(output.name + ".tmp-*"):
-        if pattern.fullmatch(p.name):
-            p.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(text)
-    fsync_file(temp)
-    os.replace(temp, path)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable across power loss too (best effort: not every platform allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 _OVERWRITE_HINT = "pass --overwrite to replace it"
 
 
@@ -286,70 +214,6 @@ def encode_strings(strings: list[str]) -> np.ndarray:
     """File names as the file system's bytes: UTF-8 for ordinary names, and any other name (e.g. Latin-1
     'caf\\xe9.wav', which Python holds as 'caf\\udce9.wav') byte for byte, where strict UTF-8 would crash."""
     return np.array([s.encode("utf-8", "surrogateescape") for s in strings], dtype=object)
-
-
-class _UnfailingFile:
-    """A file for h5py that never tells HDF5 a write failed: HDF5 2.0 keeps a file it could not write
-    half-open and crashes at interpreter exit (a full disk ended in exit 139). The first OSError is kept
-    for `create_h5` to raise once HDF5 is done; later writes are dropped (the file is discarded anyway).
-    Unbuffered, so every write reaches the OS here, where its error is caught."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by create_h5)
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        total = len(view)
-        while len(view) and self.error is None:
-            try:
-                view = view[self._file.write(view) :]  # a raw write may be partial (the disk filling up)
-            except OSError as exc:
-                self.error = exc
-        return total
-
-    def truncate(self, size: int | None = None) -> None:
-        try:
-            self._file.truncate(size)
-        except OSError as exc:
-            self.error = self.error or exc
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def readinto(self, buffer: Any) -> int:
-        return self._file.readinto(buffer)
-
-    def read(self, size: int = -1) -> bytes:
-        return self._file.read(size)
-
-    def flush(self) -> None:
-        """Nothing is buffered."""
-
-    def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError as exc:
-            self.error = self.error or exc
-
-
-@contextmanager
-def create_h5(path: Path) -> Iterator[h5py.File]:
-    """h5py.File(path, "w") whose write errors (ENOSPC, EIO …) are raised here, after HDF5 closed the file."""
-    target = _UnfailingFile(path)
-    try:
-        with h5py.File(target, "w") as f:
-            yield f
-    except Exception:
-        if target.error is None:
-            raise
-    finally:
-        target.close()
-    if target.error is not None:
-        raise target.error
 
 
 # -- writing the layout ----------------------------------------------------------------------------

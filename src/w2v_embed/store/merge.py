@@ -12,20 +12,17 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..layers import dataset_name
+from .files import create_h5, fsync_dir, fsync_file, remove_merge_temps
 from .layout import (
     COPY_BYTES,
     RESUME_FIELDS,
     SEGMENT_DATASETS,
     WINDOW_DATASETS,
     RunInfo,
-    create_h5,
     create_layout,
-    fsync_dir,
-    fsync_file,
     open_finished,
     open_output,
     read_strings,
-    remove_merge_temps,
     show_value,
     stored_info,
 )

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..layers import Layer, dataset_name
-from .layout import SEGMENT_DATASETS, RunInfo, Segment, create_h5, create_layout, encode_strings, fsync_file, writing
+from .files import create_h5, fsync_file, writing
+from .layout import SEGMENT_DATASETS, RunInfo, Segment, create_layout, encode_strings
 
 
 class FrameStream:

@@ -28,6 +28,17 @@ import numpy as np
 from ..errors import UsageError, W2VEmbedError
 from ..layers import Layer, dataset_name
 from ..pooling import window_times
+from .files import (
+    atomic_write_text,
+    create_h5,
+    fsync_dir,
+    fsync_file,
+    parts_dir,
+    remove_merge_temps,
+    segment_files,
+    segment_numbers,
+    writing,
+)
 from .layout import (
     BUFFER_BYTES,
     MODES,
@@ -35,21 +46,12 @@ from .layout import (
     WINDOW_DATASETS,
     RunInfo,
     Segment,
-    atomic_write_text,
     check_resumable,
-    create_h5,
     create_layout,
     encode_strings,
-    fsync_dir,
-    fsync_file,
     open_output,
-    parts_dir,
     read_strings,
-    remove_merge_temps,
-    segment_files,
-    segment_numbers,
     stored_info,
-    writing,
 )
 from .lock import Lock
 from .merge import merge_files
