@@ -7,7 +7,7 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 REPO=flax-community/wav2vec2-german
 MODEL=models/wav2vec2-german.onnx
-LAYERS=6,12
+LAYERS=6,last
 if [ ! -f "$MODEL" ]; then
   if timeout 60 python -c "import sys, huggingface_hub as h; h.model_info(sys.argv[1], timeout=15)" "$REPO" >/dev/null 2>&1; then
     w2v-embed export "$REPO" -o "$MODEL"

@@ -83,3 +83,15 @@ def test_pytorch_dataloader_workers(outputs):
     assert got.keys() == expected.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_hugging_face_datasets_map(outputs):
+    """README's pattern: embeddings added to a `datasets` dataset by looking rows up by path."""
+    datasets = pytest.importorskip("datasets")
+    pooled, _ = outputs
+    paths, x = w2v_embed.load(pooled, layer=12)
+    out = w2v_embed.open(pooled, layers=[12])
+    ds = datasets.Dataset.from_dict({"path": list(reversed(paths)), "label": list(range(len(paths)))})
+    ds = ds.map(lambda row: {"w2v": out[row["path"]][12]})
+    for row in ds:
+        np.testing.assert_allclose(row["w2v"], x[paths.index(row["path"])], rtol=1e-6)

@@ -81,3 +81,18 @@ def test_cli_rows_failures_and_layout(onnx_model, tmp_path):
         paths, rows = w2v_embed.load(out, layer=layer)
         _, alone = w2v_embed.load(whole, layer=layer)
         np.testing.assert_allclose(rows[paths.index("turn1")], alone[0], atol=1e-4)
+
+
+def test_segments_with_windows_into_a_pipe(onnx_model, tmp_path):
+    import json
+
+    sf.write(tmp_path / "rec.wav", np.random.default_rng(2).uniform(-0.5, 0.5, 16_000 * 5).astype(np.float32), 16_000)
+    table = tmp_path / "s.csv"
+    table.write_text(f"path,start,end,id\n{tmp_path / 'rec.wav'},1,3.5,turn\n")
+    proc = subprocess.run([sys.executable, "-m", "w2v_embed", "extract", "--segments", str(table), "-o", "-", "-m",
+                           str(onnx_model("group")), "--window", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["path"], r["source_path"], r["segment_start"], r["start"], r["partial"]) for r in rows] == [
+        ("turn", str(tmp_path / "rec.wav"), 1.0, 0.0, False), ("turn", str(tmp_path / "rec.wav"), 1.0, 1.0, False),
+        ("turn", str(tmp_path / "rec.wav"), 1.0, 2.0, True)]

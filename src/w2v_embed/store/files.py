@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,3 +145,19 @@ def create_h5(path: Path) -> Iterator[h5py.File]:
         target.close()
     if target.error is not None:
         raise target.error
+
+
+def write_atomically(
+    final: Path, temp: Path, write: Callable[[Path], None], before_rename: Callable[[], None] = lambda: None
+) -> None:
+    """write(temp), make it durable and rename it over `final`: `final` is whole or untouched, and no
+    temp file is left behind whatever fails (or is interrupted) on the way."""
+    try:
+        write(temp)
+        fsync_file(temp)
+        before_rename()
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)

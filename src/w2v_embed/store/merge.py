@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..layers import dataset_name
-from .files import create_h5, fsync_dir, fsync_file, remove_merge_temps
+from .files import create_h5, remove_merge_temps, write_atomically, writing
 from .layout import (
     COPY_BYTES,
     RESUME_FIELDS,
@@ -132,15 +132,9 @@ def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = Fa
     lock = Lock(output)
     try:
         remove_merge_temps(output)
-        temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-        try:
-            merge_files(paths, temp, info)
-            fsync_file(temp)
-            os.replace(temp, output)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        fsync_dir(output.parent)
+        with writing(output):
+            temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+            write_atomically(output, temp, lambda t: merge_files(paths, t, info))
     finally:
         lock.release()
     return MergeSummary(output, len(paths), sum(c[0] for c in counts), sum(c[1] for c in counts))

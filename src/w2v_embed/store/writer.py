@@ -32,11 +32,11 @@ from .files import (
     atomic_write_text,
     create_h5,
     fsync_dir,
-    fsync_file,
     parts_dir,
     remove_merge_temps,
     segment_files,
     segment_numbers,
+    write_atomically,
     writing,
 )
 from .layout import (
@@ -269,16 +269,8 @@ class FeatureWriter:
         if not len(self._buffer):
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
-        temp = final.with_name(final.name + ".tmp")
-        try:
-            with writing(self.parts):
-                _write_segment(temp, self.info, self._buffer)
-                fsync_file(temp)
-                os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.parts)
+        with writing(self.parts):
+            write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: _write_segment(t, self.info, self._buffer))
         self._next_segment += 1
         self._buffer = _Buffer()  # only now: an interrupted commit keeps the results for abort()
 
@@ -291,17 +283,9 @@ class FeatureWriter:
         try:
             self._commit()
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-            try:
-                sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
-                with writing(self.path):
-                    merge_files(sources, temp, self.info)
-                    fsync_file(temp)
-                    self._lock.verify()  # a merge can take minutes
-                    os.replace(temp, self.path)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            fsync_dir(self.path.parent)
+            sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
+            with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
+                write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info), self._lock.verify)
             shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
         finally:
             self._finish()
