@@ -118,10 +118,10 @@ class _Embed:
         width = 2 * self.hidden if pool == "meanstd" else self.hidden
         empty = np.zeros((0, width) if pool == "none" else (0,), np.float32)
         columns: dict[Any, list] = {layer: [] for layer in self.embedder.layers}
-        for key, error in zip(keys, errors):
+        for i, (key, error) in enumerate(zip(keys, errors)):
             result = results.get(key)
             if isinstance(result, W2VEmbedError):
-                errors[keys.index(key)] = error = _text(str(result))
+                errors[i] = error = _text(str(result))
             for layer, column in columns.items():
                 column.append(empty if error else result[layer])
         out = {
