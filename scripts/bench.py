@@ -164,10 +164,12 @@ def child(kind: str, args: dict) -> dict:
         from w2v_embed.embedder import EmbedOptions, Embedder
         from w2v_embed.extract import extract
 
+        from w2v_embed.segments import read_segments
+
         layers = args.get("layers", "all")
         options = EmbedOptions(layers, args.get("pool", "mean"))
         embedder = Embedder(args["model"], device=args["device"], threads=threads, options=options)
-        files = discover([args["corpus"]])
+        files = read_segments(args["segments"]) if args.get("segments") else discover([args["corpus"]])
         out = Path(args["workdir"]) / f"{kind}.h5"
         engine, startup = None, None
         if kind == "extract-ray":  # one actor with the same threads; decode tasks get a CPU of their own
@@ -231,6 +233,21 @@ def child(kind: str, args: dict) -> dict:
             times.append(time.perf_counter() - t)
         return dict(realtime=float("nan"), rss=_peak_rss(), gb=path.stat().st_size / 1e9,
                     median_ms=1000 * float(np.median(times)), p95_ms=1000 * float(np.percentile(times, 95)))
+    elif kind == "segments-decode":  # one recording's turns: one pass per close group, a seek each, or the file whole
+        from w2v_embed.audio import decode
+        from w2v_embed.extract import decode_group
+        from w2v_embed.segments import close_groups, read_segments
+
+        files, how = read_segments(args["segments"]), args["how"]
+        started = time.perf_counter()
+        if how == "whole":
+            samples = len(decode(files[0].path).samples)
+        elif how == "seek":
+            samples = sum(len(decode(f.path, segment=f.segment).samples) for f in files)
+        else:
+            samples = sum(len(d.samples) for g in close_groups(files) for d in decode_group([files[i] for i in g], None, 16_000))
+        wall = time.perf_counter() - started
+        return dict(realtime=samples / 16_000 / wall, rss=_peak_rss(), wall=wall)
     elif kind == "decode":
         from w2v_embed.audio import decode
         from w2v_embed.discover import discover
@@ -310,6 +327,24 @@ def make_corpus(folder: Path, files: int, seed: int = 0) -> float:
     return total
 
 
+def make_turns(recording: Path, table: Path, seconds: float, seed: int = 2) -> tuple[int, float]:
+    """A diarization-like segment list: turns of 1–8 s with 0.1–1.5 s pauses; returns (rows, seconds in turns)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows, covered, t = [], 0.0, 0.0
+    while True:
+        start = t + rng.uniform(0.1, 1.5)
+        end = start + rng.uniform(1.0, 8.0)
+        if end > seconds:
+            break
+        rows.append(f"{recording}\t{start:.3f}\t{end:.3f}\n")
+        covered += round(end, 3) - round(start, 3)
+        t = end
+    table.write_text("path\tstart\tend\n" + "".join(rows))
+    return len(rows), covered
+
+
 def make_long_file(path: Path, hours: float) -> None:
     """A long 48 kHz stereo FLAC, written in blocks so the generator itself stays small."""
     import numpy as np
@@ -321,6 +356,32 @@ def make_long_file(path: Path, hours: float) -> None:
         for _ in range(int(hours * 60)):
             x = 0.05 * rng.standard_normal((block, 2)).astype(np.float32)
             f.write(x)
+
+
+def _segment_rows(label: str, base: dict, workdir: Path, minutes: float, torch_rt: float | None) -> list[tuple]:
+    """One 48 kHz stereo FLAC recording: extract it whole, then its turns as --segments; and decoding alone."""
+    folder = workdir / "segments"
+    folder.mkdir(exist_ok=True)
+    make_long_file(folder / "recording.flac", minutes / 60)
+    count, covered = make_turns(folder / "recording.flac", workdir / "turns.tsv", minutes * 60)
+    nan, rows = float("nan"), []
+    for kind, what, extra in (
+        ("extract-long", f"extract one {minutes:g} min 48 kHz stereo FLAC whole, --layers last", {}),
+        ("extract-long", f"extract its {count} turns ({covered / 60:.1f} min) as --segments, --layers last",
+         {"segments": str(workdir / "turns.tsv")}),
+    ):
+        result = run_child(kind, {**base, "corpus": str(folder), "layers": "last", **extra})
+        rows.append((label, what, result["realtime"], nan, nan, result["rss"],
+                     result["realtime"] / torch_rt if torch_rt else nan))
+        print(f"# {label}: {what}: {result}", flush=True)
+    for how, what in (("whole", "decode + resample only: the recording whole"),
+                      ("groups", f"decode + resample only: its {count} turns, close ones in one pass"),
+                      ("seek", f"decode + resample only: its {count} turns, one seek each")):
+        result = run_child("segments-decode", {"segments": str(workdir / "turns.tsv"), "how": how, "threads": 1,
+                                               "clip_seconds": 1.0, "repeats": 1})
+        rows.append(("-", what, result["realtime"], nan, nan, result["rss"], nan))
+        print(f"# {what}: {result}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -341,6 +402,8 @@ def main() -> None:
     parser.add_argument("--long-frames", action="store_true", help="with --long-hours: also its frame-level run, all layers")
     parser.add_argument("--decode", action="store_true", help="also time decoding + resampling alone, 1 and 2 workers")
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
+    parser.add_argument("--segments-minutes", type=float, default=0.0,
+                        help="also a recording this long as diarization-like turns: --segments vs the whole file")
     parser.add_argument("--workdir", type=Path, default=None)
     opts = parser.parse_args()
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="w2v-bench-"))
@@ -391,8 +454,8 @@ def main() -> None:
         if checkpoint:
             plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None))
         if opts.files and index == 0:
-            plan.append(("corpus-model", f"w2v-embed model-only on the corpus (pre-decoded), all layers", None))
-            plan.append(("extract", f"w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
+            plan.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None))
+            plan.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None))
             if opts.ray:
                 plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None))
             if opts.shards:
@@ -417,6 +480,8 @@ def main() -> None:
                 result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "all", "pool": "none"})
                 rows.append((label, f"extract one {opts.long_hours:g} h file, --pool none, all layers (streamed)",
                              result["realtime"], float("nan"), float("nan"), result["rss"], float("nan")))
+        if opts.segments_minutes and index == 0:
+            rows += _segment_rows(label, base, workdir, opts.segments_minutes, torch_rt)
     print("| model | what | ×real-time | GFLOP/s | % of sgemm peak | peak RSS MiB | vs PyTorch eager |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, name, rt, gf, pct, rss, ratio in rows:

@@ -13,7 +13,7 @@ import soundfile as sf
 import soxr
 from audio_utils import can_write, has_ffmpeg, noise, read_back, sine, write_audio, write_with_ffmpeg
 
-from w2v_embed import audio
+from w2v_embed import audio, ffmpeg, resample
 from w2v_embed.audio import TARGET_SAMPLE_RATE, AudioError, Decoded, decode, ffmpeg_executable, normalize
 from w2v_embed.errors import W2VEmbedError
 
@@ -124,7 +124,7 @@ def test_resampling_equals_whole_signal_soxr(tmp_path, rate, channels):
 def test_16k_passes_through_exactly(tmp_path, monkeypatch):
     data = noise(3.0, 16000)
     path = write_audio(tmp_path / "x.wav", data, 16000, subtype="FLOAT")
-    monkeypatch.setattr(audio.soxr, "ResampleStream", None)  # would fail if soxr were used
+    monkeypatch.setattr(resample.soxr, "ResampleStream", None)  # would fail if soxr were used
     np.testing.assert_array_equal(decode(path).samples, data[:, 0])
 
 
@@ -148,7 +148,7 @@ def test_block_size_does_not_change_the_result(tmp_path, monkeypatch, block_seco
 def test_output_grows_when_frame_count_is_unknown(tmp_path):
     data = noise(3.0, 22050)
     blocks = (data[i : i + 1000] for i in range(0, len(data), 1000))
-    got = audio._resample_blocks(tmp_path / "x", blocks, 22050, TARGET_SAMPLE_RATE, None, None)
+    got = resample.resample_blocks(tmp_path / "x", blocks, 22050, TARGET_SAMPLE_RATE, None, None)
     want = reference(data, 22050)
     assert got.shape == want.shape and np.abs(got - want).max() <= TOL
 
@@ -163,7 +163,7 @@ def _norm_reference(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("block", [7, 1 << 20])
 def test_normalize_matches_float64_reference(monkeypatch, block):
-    monkeypatch.setattr(audio, "_NORM_BLOCK", block)
+    monkeypatch.setattr(resample, "_NORM_BLOCK", block)
     x = (noise(3.0, 16000, amplitude=0.2, seed=3)[:, 0] + np.float32(0.05)).astype(np.float32)
     got = normalize(x)
     assert got.dtype == np.float32 and got.shape == x.shape
@@ -223,7 +223,7 @@ def test_zero_frames(tmp_path):
 @pytest.mark.parametrize("with_ffmpeg", [False, pytest.param(True, marks=needs_ffmpeg)])
 def test_corrupt_file(tmp_path, monkeypatch, with_ffmpeg):
     if not with_ffmpeg:
-        monkeypatch.setattr(audio, "ffmpeg_executable", lambda: None)
+        monkeypatch.setattr(ffmpeg, "ffmpeg_executable", lambda: None)
     path = tmp_path / "garbage.wav"
     path.write_bytes(np.random.default_rng(0).bytes(5000))
     message = _error(path)
@@ -316,7 +316,7 @@ def test_ffmpeg_errors_are_one_line(tmp_path):
 
 
 def test_clear_error_without_ffmpeg(tmp_path, monkeypatch):
-    monkeypatch.setattr(audio, "ffmpeg_executable", lambda: None)
+    monkeypatch.setattr(ffmpeg, "ffmpeg_executable", lambda: None)
     path = tmp_path / "voice.m4a"
     if has_ffmpeg():
         write_with_ffmpeg(path, sine(0.5, 16000), 16000, "-c:a", "aac")
@@ -328,9 +328,9 @@ def test_clear_error_without_ffmpeg(tmp_path, monkeypatch):
 
 
 def test_ffmpeg_executable_lookup(monkeypatch):
-    monkeypatch.setattr(audio.shutil, "which", lambda name: "/opt/bin/ffmpeg" if name == "ffmpeg" else None)
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: "/opt/bin/ffmpeg" if name == "ffmpeg" else None)
     assert ffmpeg_executable() == "/opt/bin/ffmpeg"
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ffmpeg.shutil, "which", lambda name: None)
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # not installed
     assert ffmpeg_executable() is None
     fake = types.SimpleNamespace(get_ffmpeg_exe=lambda: "/site/imageio_ffmpeg/ffmpeg")
@@ -348,7 +348,7 @@ def test_unrunnable_ffmpeg_is_an_audio_error(tmp_path, monkeypatch):
     fake = tmp_path / "ffmpeg"
     fake.write_text("not a program")
     os.chmod(fake, 0o644)
-    monkeypatch.setattr(audio, "ffmpeg_executable", lambda: str(fake))
+    monkeypatch.setattr(ffmpeg, "ffmpeg_executable", lambda: str(fake))
     path = tmp_path / "x.m4a"
     path.write_bytes(bytes(100))
     assert "cannot run" in _error(path)

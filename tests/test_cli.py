@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, _load_script, reference_states
+from conftest import _load_script, reference_states
 from w2v_embed.runtime import OnnxModel
 from w2v_embed.export.verify import cosine_rows
 

@@ -1,9 +1,11 @@
-"""--segments: rows that are parts of recordings, decoded by seeking, equal to the part cut out alone."""
+"""--segments: rows that are parts of recordings, decoded by seeking (close ones in one pass), equal to the part cut out alone."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,9 +13,12 @@ import pytest
 import soundfile as sf
 
 import w2v_embed
-from w2v_embed.audio import decode
+from w2v_embed import audio
+from w2v_embed.audio import AudioError, decode, decode_segments
+from w2v_embed.discover import AudioFile
 from w2v_embed.errors import UsageError
-from w2v_embed.segments import parse_table, read_segments
+from w2v_embed.extract import extract
+from w2v_embed.segments import close_groups, parse_table, read_segments
 
 
 def test_tsv_csv_and_kaldi_rows(tmp_path):
@@ -41,6 +46,101 @@ def test_decoding_a_segment_equals_decoding_it_cut_out(tmp_path):
     sf.write(tmp_path / "cut.flac", x[round(a * rate) : round(b * rate)], rate)
     part = decode(tmp_path / "long.flac", segment=(a, b)).samples
     np.testing.assert_array_equal(part, decode(tmp_path / "cut.flac").samples)
+
+
+def _count_opens(monkeypatch) -> list[str]:
+    """Every file libsndfile opens from now on (the decoder's one read per file or group)."""
+    opened: list[str] = []
+    real = audio.sf.SoundFile
+
+    def counting(path, *args, **kwargs):
+        opened.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio.sf, "SoundFile", counting)
+    return opened
+
+
+# Overlapping, adjacent, a gap, a short one, one reaching the last sample, and one past the end.
+SEGMENTS = [(1.0, 4.0), (3.0, 6.0), (6.0, 8.0), (10.0, 12.0), (12.5, 12.6), (14.0, 20.0), (18.0, 25.0)]
+
+
+@pytest.mark.parametrize("rate, channels", [(44_100, 2), (16_000, 1)])
+def test_close_segments_share_one_read_and_equal_each_decoded_alone(tmp_path, monkeypatch, rate, channels):
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (rate * 20, channels)).astype(np.float32)
+    sf.write(tmp_path / "rec.flac", x, rate, subtype="PCM_24")
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.7)  # blocks that cut through segments
+    opened = _count_opens(monkeypatch)
+    together = decode_segments(tmp_path / "rec.flac", SEGMENTS)
+    assert len(opened) == 1
+    for (a, b), got in zip(SEGMENTS[:-1], together):
+        np.testing.assert_array_equal(got.samples, decode(tmp_path / "rec.flac", segment=(a, b)).samples)
+        sf.write(tmp_path / "cut.flac", sf.read(tmp_path / "rec.flac", dtype="float32", always_2d=True)[0][round(a * rate) : round(b * rate)], rate, subtype="PCM_24")
+        np.testing.assert_array_equal(got.samples, decode(tmp_path / "cut.flac").samples)
+        assert (got.source_sample_rate, got.source_channels) == (rate, channels)
+    assert isinstance(together[-1], AudioError) and "ends at 25 s, past the audio's end (20.00 s)" in str(together[-1])
+
+
+def test_close_segments_through_ffmpeg_share_one_process(tmp_path, monkeypatch):
+    if audio.ffmpeg_executable() is None:
+        pytest.skip("no ffmpeg")
+    rate = 22_050
+    x = np.random.default_rng(4).uniform(-0.5, 0.5, (rate * 20, 2)).astype(np.float32)
+    sf.write(tmp_path / "rec.wav", x, rate, subtype="FLOAT")
+    started = []
+    real = audio.ffmpeg.subprocess.Popen
+    monkeypatch.setattr(audio.ffmpeg.subprocess, "Popen", lambda *a, **k: started.append(a) or real(*a, **k))
+    together = audio._segments_with_ffmpeg(tmp_path / "rec.wav", SEGMENTS, None, 16_000, "unused")
+    assert len(started) == 1
+    for (a, b), got in zip(SEGMENTS[:-1], together):
+        sf.write(tmp_path / "cut.wav", x[round(a * rate) : round(b * rate)], rate, subtype="FLOAT")
+        np.testing.assert_array_equal(got.samples, decode(tmp_path / "cut.wav").samples)
+    assert isinstance(together[-1], AudioError) and "past the audio's end" in str(together[-1])
+
+
+def test_a_bad_stretch_fails_only_the_segments_in_it(tmp_path):
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, 16_000 * 6).astype(np.float32)
+    x[16_000 * 3 + 5] = np.nan
+    sf.write(tmp_path / "rec.wav", x, 16_000, subtype="FLOAT")
+    ok, bad, after = decode_segments(tmp_path / "rec.wav", [(0.0, 2.0), (2.5, 3.5), (4.0, 6.0)])
+    assert isinstance(bad, AudioError) and "NaN" in str(bad)
+    np.testing.assert_array_equal(ok.samples, x[:32_000])
+    np.testing.assert_array_equal(after.samples, x[64_000:])
+
+
+def test_close_groups():
+    def seg(path, a, b):
+        return AudioFile(Path(path), f"{path}:{a}-{b}", segment=(a, b))
+
+    files = [
+        seg("r.wav", 30, 35),  # 0: after a 15 s gap from the 1..15 group: a group of its own
+        seg("r.wav", 1, 5), seg("q.wav", 0, 2), seg("r.wav", 4, 15),  # 1, 3 overlap; 2 another recording
+        AudioFile(Path("whole.wav"), "whole.wav"),  # 4: a whole file: alone
+        AudioFile(Path("r.wav"), "bad", problem="line 7: backwards"),  # 5: rejected: alone
+        seg("r.wav", 24, 29),  # 6: 9 s after 15: joins 0's group (ends at 35; starts at 24 ≤ 15 + 10)
+        seg("q.wav", 400, 401),
+    ]
+    assert close_groups(files) == [[1, 3, 6, 0], [2], [4], [5], [7]]
+    assert close_groups(files, max_gap=5.0) == [[6, 0], [1, 3], [2], [4], [5], [7]]  # in time order within a group
+    # At most 10 s of segments a group: 1 (4 s) + 3 (11 s) split; 6 + 0 (5 + 5 s) stay.
+    assert close_groups(files, max_seconds=10.0) == [[6, 0], [1], [2], [3], [4], [5], [7]]
+
+
+def test_close_segments_are_decoded_once_in_a_run(onnx_model, tmp_path, monkeypatch):
+    rate = 32_000
+    x = np.random.default_rng(6).uniform(-0.5, 0.5, rate * 12).astype(np.float32)
+    sf.write(tmp_path / "rec.flac", x, rate)
+    rows = [(0.5, 2.0), (1.5, 3.0), (3.2, 5.0), (7.0, 9.5), (9.5, 11.9)]
+    table = "path\tstart\tend\n" + "".join(f"{tmp_path / 'rec.flac'}\t{a}\t{b}\n" for a, b in rows)
+    files = parse_table(table)
+    embedder = w2v_embed.Embedder(onnx_model("group"), options=w2v_embed.EmbedOptions("1,last", chunk_seconds=0))
+    opened = _count_opens(monkeypatch)
+    summary = extract(files, tmp_path / "seg.h5", embedder)
+    assert summary.ok == len(rows) and len(opened) == 1
+    paths, got = w2v_embed.load(tmp_path / "seg.h5", layer="last")
+    for (a, b), file in zip(rows, files):
+        alone = embedder.embed(x[round(a * rate) : round(b * rate)], rate)  # the same audio cut out, run alone
+        np.testing.assert_allclose(got[paths.index(file.name)], alone["last"], atol=1e-4)
 
 
 def test_cli_rows_failures_and_layout(onnx_model, tmp_path):

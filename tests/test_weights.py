@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
-from conftest import ROOT, make_checkpoint
+from conftest import ROOT
 from w2v_embed.errors import W2VEmbedError
 from w2v_embed.export.weights import WEIGHT_FILES, find_weights, read_state_dict
 

@@ -1,50 +1,44 @@
 """Audio files → float32 mono at the model's rate (16 kHz), in bounded memory.
 
-Files are read in blocks of about `BLOCK_SECONDS`, each block is downmixed and fed to one
-streaming soxr resampler, so a multi-hour file is never whole in memory at its source rate and
+Files are read in blocks of about `BLOCK_SECONDS`, each block is downmixed and fed to a streaming
+soxr resampler (resample.py), so a multi-hour file is never whole in memory at its source rate and
 channel count: only the 16 kHz mono result is (≈ 230 MB per hour). Streaming soxr gives the same
 samples as resampling the whole signal at once, so block size never changes the result.
 
 libsndfile (via soundfile) reads wav/flac/ogg/opus/mp3/aiff/au…; everything else (m4a, aac, mp4,
-webm, wma…) goes through an `ffmpeg` subprocess when one can be found (see `ffmpeg_executable`).
+webm, wma…) goes through an `ffmpeg` subprocess when one can be found (ffmpeg.py). This module
+checks what both decoders yield and turns files, or segments of them, into `Decoded` signals.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
 import stat
 import struct
-import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-import soxr
 
-from .errors import W2VEmbedError
+from . import ffmpeg
+from .errors import AudioError, one_line
+from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
+from .resample import NORM_EPS, carve, normalize, resample_blocks
+
+__all__ = ["AudioError", "Decoded", "FFMPEG_HINT", "NORM_EPS", "TARGET_SAMPLE_RATE", "decode", "decode_segments",
+           "ffmpeg_executable", "normalize"]
 
 TARGET_SAMPLE_RATE = 16000
 MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1_000, 768_000  # Hz; outside: a broken or hostile header, not audio
 BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer alive at a time
-NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
-_NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
 _MAX_PREALLOC_SECONDS = 48 * 3600  # do not trust a header beyond this when preallocating
 # Extensions libsndfile reads: a failure on these is a broken file, not a missing ffmpeg.
 _SNDFILE_EXTENSIONS = frozenset({
     "wav", "wave", "bwf", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "aifc", "au", "snd", "caf",
     "w64", "rf64", "sd2", "voc", "nist", "sph", "wavex",
 })  # fmt: skip
-FFMPEG_HINT = "install ffmpeg (apt-get install ffmpeg) or `pip install 'w2v-embed[ffmpeg]'`"
-
-
-class AudioError(W2VEmbedError):
-    """A file that cannot be turned into samples; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -63,84 +57,84 @@ def decode(
 ) -> Decoded:
     """Read `path` as float32 mono at `target_rate`: mean of channels, or only `channel` (0-based).
 
-    With `segment` (start, end seconds) only that part is read — libsndfile seeks to it, ffmpeg is
-    asked for it — and resampled alone, exactly as if it had been cut out into a file of its own.
+    With `segment` (start, end seconds) only that part is read and resampled alone, exactly as if it
+    had been cut out into a file of its own (see decode_segments).
     Tries libsndfile first (even for odd extensions: a misnamed wav still reads), then ffmpeg.
     Raises AudioError with a one-line reason for anything that yields no usable samples.
     """
+    if segment is not None:
+        outcome = decode_segments(path, [segment], channel=channel, target_rate=target_rate)[0]
+        if isinstance(outcome, AudioError):
+            raise outcome
+        return outcome
     path = Path(path)
     _check_path(path)
     try:
         reader = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc), segment)
+        return _decode_with_ffmpeg(path, channel, target_rate, _sf_reason(exc))
     with reader:
         rate, channels = int(reader.samplerate), int(reader.channels)
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
         block = max(int(rate * BLOCK_SECONDS), 1)
         try:
-            if segment is None:
-                expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
-                samples = _resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
-                _check_complete(path, reader)
-            else:
-                first, count = _segment_frames(path, segment, rate, reader.frames)
-                reader.seek(first)
-                samples = _resample_blocks(path, _sf_blocks(reader, block, count), rate, target_rate, channel, count)
-                if reader.tell() - first < count:
-                    raise AudioError(f"cannot decode {path}: the segment ends past the audio ({reader.tell() / rate:.2f} s)")
+            expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
+            samples = resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
+            _check_complete(path, reader)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return Decoded(samples, rate, channels)
 
 
-def _segment_frames(path: Path, segment: tuple[float, float], rate: int, frames: int) -> tuple[int, int]:
-    """First frame and frame count of [start, end) seconds, checked against the file's length."""
+def decode_segments(
+    path: Path,
+    segments: Sequence[tuple[float, float]],
+    *,
+    channel: int | None = None,
+    target_rate: int = TARGET_SAMPLE_RATE,
+) -> list[Decoded | AudioError]:
+    """Several (start, end) segments of one file, in one pass over the part they span.
+
+    The span is read once (libsndfile seeks to its start; ffmpeg is asked for it alone) and every
+    segment is downmixed and resampled on its own as the blocks go by, so each equals
+    `decode(path, segment=...)` and the same audio cut out into a file of its own, while close
+    segments — diarization turns, overlapping windows — share one read. A segment that cannot be
+    (past the audio's end, NaN samples in it) is its own AudioError in the list; a file that
+    cannot be read at all raises AudioError.
+    """
+    path = Path(path)
+    _check_path(path)
+    try:
+        reader = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        return _segments_with_ffmpeg(path, segments, channel, target_rate, _sf_reason(exc))
+    with reader:
+        rate, channels = int(reader.samplerate), int(reader.channels)
+        _check_rate(path, rate)
+        _check_channel(path, channel, channels)
+        spans = [_segment_frames(path, segment, rate, reader.frames) for segment in segments]
+        valid = [span for span in spans if not isinstance(span, AudioError)]
+        if not valid:
+            return spans  # type: ignore[return-value]  # all AudioError
+        first = min(start for start, _ in valid)
+        stop = max(start + count for start, count in valid)
+        try:
+            reader.seek(first)
+            blocks = _sf_blocks(reader, max(int(rate * BLOCK_SECONDS), 1), stop - first)
+            outcomes = carve(path, blocks, first, spans, rate, target_rate, channel, slack=0)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
+    return [o if isinstance(o, AudioError) else Decoded(o, rate, channels) for o in outcomes]
+
+
+def _segment_frames(path: Path, segment: tuple[float, float], rate: int, frames: int) -> tuple[int, int] | AudioError:
+    """First frame and frame count of [start, end) seconds, or why the file's length does not allow it."""
     start, end = segment
     first, last = round(start * rate), round(end * rate)
     if frames > 0 and last > frames:
-        raise AudioError(f"cannot decode {path}: the segment ends at {end:g} s, past the audio's end ({frames / rate:.2f} s)")
+        return AudioError(f"cannot decode {path}: the segment ends at {end:g} s, past the audio's end ({frames / rate:.2f} s)")
     return first, last - first
-
-
-def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
-
-    Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
-    only full-size allocation is the float32 result, and not even that with `inplace` (a float32
-    array is then overwritten: two hours of audio are 460 MB).
-    """
-    x = np.asarray(samples, dtype=np.float32)
-    flat = x.reshape(-1)
-    out = flat if inplace and x is samples else np.empty_like(flat)
-    if flat.size == 0:
-        return out.reshape(x.shape)
-    mean = float(flat.sum(dtype=np.float64)) / flat.size
-    squares = 0.0
-    for start in range(0, flat.size, _NORM_BLOCK):
-        d = flat[start : start + _NORM_BLOCK].astype(np.float64) - mean
-        squares += float(np.dot(d, d))
-    std = math.sqrt(squares / flat.size + NORM_EPS)
-    for start in range(0, flat.size, _NORM_BLOCK):
-        piece = flat[start : start + _NORM_BLOCK].astype(np.float64)
-        out[start : start + _NORM_BLOCK] = (piece - mean) / std
-    return out.reshape(x.shape)
-
-
-def ffmpeg_executable() -> str | None:
-    """`ffmpeg` on PATH, else the binary bundled with the optional imageio-ffmpeg, else None."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg  # optional extra: w2v-embed[ffmpeg]
-    except ImportError:
-        return None
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (RuntimeError, OSError):
-        return None
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -227,19 +221,13 @@ def _check_channel(path: Path, channel: int | None, channels: int) -> None:
         )
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    line = lines[-1] if lines else "unknown error"
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def _sf_reason(exc: BaseException) -> str:
     """libsndfile's own words without the 'Error opening <path>:' prefix soundfile adds."""
     text = getattr(exc, "error_string", None) or str(exc)
-    return _one_line(text).removeprefix("Error : ").rstrip(".")
+    return one_line(text).removeprefix("Error : ").rstrip(".")
 
 
-# --- block pipeline ---------------------------------------------------------------------------
+# --- reading ----------------------------------------------------------------------------------
 
 
 def _sf_blocks(reader: sf.SoundFile, frames: int, limit: int | None = None) -> Iterator[np.ndarray]:
@@ -254,148 +242,31 @@ def _sf_blocks(reader: sf.SoundFile, frames: int, limit: int | None = None) -> I
         yield block
 
 
-def _downmix(block: np.ndarray, channel: int | None) -> np.ndarray:
-    """(frames, channels) → (frames,): the chosen channel, or the mean of all of them."""
-    if channel is not None:
-        return np.ascontiguousarray(block[:, channel])
-    if block.shape[1] == 1:
-        return np.ascontiguousarray(block[:, 0])
-    return block.mean(axis=1, dtype=np.float32)
+# --- through ffmpeg ---------------------------------------------------------------------------
 
 
-def _resample_blocks(
-    path: Path,
-    blocks: Iterable[np.ndarray],
-    rate: int,
-    target_rate: int,
-    channel: int | None,
-    expected_frames: int | None,
-) -> np.ndarray:
-    """Downmix and resample (frames, channels) blocks into one preallocated 1-D float32 array."""
-    stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
-    capacity = math.ceil(expected_frames * target_rate / rate) + 16 if expected_frames else 1 << 16
-    out = np.empty(capacity, dtype=np.float32)
-    filled = 0
-    frames = 0
-
-    def append(piece: np.ndarray) -> None:
-        nonlocal filled
-        if filled + len(piece) > len(out):  # realloc: large blocks grow by remapping, not copying
-            out.resize(max(2 * len(out), filled + len(piece)), refcheck=False)
-        out[filled : filled + len(piece)] = piece
-        filled += len(piece)
-
-    for block in blocks:
-        mono = _downmix(block, channel)
-        if not np.isfinite(mono).all():
-            raise AudioError(f"cannot decode {path}: contains NaN or infinite samples")
-        frames += len(mono)
-        append(stream.resample_chunk(mono, last=False) if stream else mono)
-    if frames == 0:
-        raise AudioError(f"cannot decode {path}: no audio (0 frames)")
-    if stream:
-        append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-    out.resize(filled, refcheck=False)  # no view of `out` exists: shrink in place
-    return out
-
-
-# --- ffmpeg -----------------------------------------------------------------------------------
-# ffmpeg writes a WAV stream (pcm_f32le) to a pipe at the decoder's native rate, all channels.
-# The WAV header tells channels and rate exactly (no parsing of ffmpeg's human-readable log and
-# no need for ffprobe); the sizes in it are placeholders on a pipe, so data is read until EOF.
-# Downmix and resampling then run through the same code as libsndfile's blocks.
-
-
-def _decode_with_ffmpeg(
-    path: Path, channel: int | None, target_rate: int, sf_reason: str, segment: tuple[float, float] | None = None
-) -> Decoded:
-    exe = ffmpeg_executable()
-    if exe is None:
-        if path.suffix.lower().lstrip(".") not in _SNDFILE_EXTENSIONS:
-            raise AudioError(f"cannot decode {path}: libsndfile does not read this format; {FFMPEG_HINT}")
-        raise AudioError(f"cannot decode {path}: {sf_reason}")
-    source = "file:" + os.fspath(path)  # the file protocol: names like "-x.m4a" or "a:b.m4a" stay names
-    command = [
-        exe, "-nostdin", "-hide_banner", "-loglevel", "error",
-        *(["-ss", f"{segment[0]:.6f}", "-to", f"{segment[1]:.6f}"] if segment else []),
-        "-i", source,
-        "-map", "0:a:0", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty stderr cannot deadlock us
-        try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-        except OSError as exc:
-            raise AudioError(f"cannot decode {path}: cannot run {exe}: {exc.strerror or exc}") from exc
-        try:
-            try:
-                rate, channels = _read_wav_header(process.stdout)
-            except AudioError as exc:
-                process.wait()
-                reason = _ffmpeg_log(log).replace(f"{source}: ", "") or str(exc)
-                if path.suffix.lower().lstrip(".") in _SNDFILE_EXTENSIONS:
-                    reason = f"{sf_reason} (libsndfile); {reason} (ffmpeg)"
-                else:
-                    reason = f"ffmpeg: {reason}"
-                raise AudioError(f"cannot decode {path}: {reason}") from None
-            _check_rate(path, rate)
-            _check_channel(path, channel, channels)
-            blocks = _pcm_blocks(process.stdout, channels, max(int(rate * BLOCK_SECONDS), 1))
-            samples = _resample_blocks(path, blocks, rate, target_rate, channel, None)
-            if process.wait() != 0:
-                raise AudioError(f"cannot decode {path}: ffmpeg: {_ffmpeg_log(log) or 'failed'}")
-            if segment and len(samples) < (segment[1] - segment[0] - 0.01) * target_rate:  # ffmpeg stops at the end
-                raise AudioError(f"cannot decode {path}: the segment ends at {segment[1]:g} s, past the audio's end")
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.stdout.close()
-            process.wait()
+def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_reason: str) -> Decoded:
+    with ffmpeg.pcm_stream(path, BLOCK_SECONDS, _libsndfile_reason(path, sf_reason)) as (rate, channels, blocks):
+        _check_rate(path, rate)
+        _check_channel(path, channel, channels)
+        samples = resample_blocks(path, blocks, rate, target_rate, channel, None)
     return Decoded(samples, rate, channels)
 
 
-def _ffmpeg_log(log: BinaryIO) -> str:
-    log.seek(0)
-    text = log.read().decode("utf-8", "replace")
-    return _one_line(text) if text.strip() else ""
+def _segments_with_ffmpeg(
+    path: Path, segments: Sequence[tuple[float, float]], channel: int | None, target_rate: int, sf_reason: str
+) -> list[Decoded | AudioError]:
+    """ffmpeg is asked for the span of all `segments` once; each is carved out of that one stream."""
+    start, stop = min(a for a, _ in segments), max(b for _, b in segments)
+    reason = _libsndfile_reason(path, sf_reason)
+    with ffmpeg.pcm_stream(path, BLOCK_SECONDS, reason, (start, stop)) as (rate, channels, blocks):
+        _check_rate(path, rate)
+        _check_channel(path, channel, channels)
+        spans = [(round(a * rate), round(b * rate) - round(a * rate)) for a, b in segments]
+        outcomes = carve(path, blocks, round(start * rate), spans, rate, target_rate, channel, slack=round(0.01 * rate))
+    return [o if isinstance(o, AudioError) else Decoded(o, rate, channels) for o in outcomes]
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise AudioError("truncated WAV header")
-    return data
-
-
-def _read_wav_header(stream: BinaryIO) -> tuple[int, int]:
-    """(sample rate, channels) from a streamed RIFF/WAVE header; leaves `stream` at the samples."""
-    riff = _read_exact(stream, 12)
-    if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-        raise AudioError("not a WAV stream")
-    rate = channels = None
-    while True:
-        chunk_id, size = struct.unpack("<4sI", _read_exact(stream, 8))
-        if chunk_id == b"data":
-            if rate is None or channels is None:
-                raise AudioError("WAV data before its format")
-            return rate, channels
-        body = _read_exact(stream, size + (size & 1))
-        if chunk_id == b"fmt ":
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag not in (3, 0xFFFE) or bits != 32 or channels < 1 or rate < 1:
-                raise AudioError(f"unexpected WAV format {tag}/{bits} bit")
-
-
-def _pcm_blocks(stream: BinaryIO, channels: int, frames: int) -> Iterator[np.ndarray]:
-    """Interleaved float32 little-endian PCM → (frames, channels) blocks until EOF."""
-    frame_bytes = 4 * channels
-    want = frames * frame_bytes
-    rest = b""
-    while True:
-        data = stream.read(want)
-        if not data:
-            return
-        data = rest + data
-        usable = len(data) - len(data) % frame_bytes
-        rest = data[usable:]
-        if usable:
-            yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels).astype(np.float32, copy=False)
+def _libsndfile_reason(path: Path, sf_reason: str) -> str | None:
+    """libsndfile's refusal where the format is one of its own (a broken file), else None (ffmpeg's turn)."""
+    return sf_reason if path.suffix.lower().lstrip(".") in _SNDFILE_EXTENSIONS else None

@@ -1,7 +1,7 @@
 """The main job: audio files → features of the chosen layers in one HDF5 file.
 
-Data flows one way: discovered files are decoded and resampled in worker threads (ahead of the
-model, so decoding overlaps inference), embedded by the Embedder's chunk/batch/pool engine, and
+Data flows one way: discovered files (or close segments of one recording, together) are decoded
+and resampled in worker threads (ahead of the model, so decoding overlaps inference), embedded by the Embedder's chunk/batch/pool engine, and
 written by the FeatureWriter, which keeps finished work safe across crashes and resumes.
 """
 
@@ -21,10 +21,11 @@ from typing import Protocol, TextIO, TypeVar
 
 import numpy as np
 
-from .audio import Decoded, decode
+from .audio import Decoded, decode, decode_segments
 from .discover import AudioFile
 from .embedder import Embedder, Features, FrameSink
 from .errors import UsageError, W2VEmbedError
+from .segments import close_groups
 from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
 
@@ -149,19 +150,19 @@ class LocalEngine:
         sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio
         failed: list[Result] = []  # decode failures, handed out between model results
 
-        def load(file: AudioFile) -> Decoded:
-            return decode_file(file, options.channel, rate)
+        def load(group: list[AudioFile]) -> list[Decoded | W2VEmbedError]:
+            return decode_group(group, options.channel, rate)
 
         def signals() -> Iterator[tuple[str, np.ndarray]]:
+            groups = [[files[i] for i in group] for group in close_groups(files)]
             ahead = max(options.decode_workers, options.decode_ahead)  # every decoder busy, no more held
-            for file, future in prefetch(load, files, options.decode_workers, ahead):
-                try:
-                    audio = future.result()
-                except W2VEmbedError as exc:
-                    failed.append(Result(file.name, error=str(exc)))
-                    continue
-                sources[file.name] = (len(audio.samples), audio.source_sample_rate)
-                yield file.name, audio.samples
+            for group, future in prefetch(load, groups, options.decode_workers, ahead):
+                for file, audio in zip(group, future.result()):
+                    if isinstance(audio, W2VEmbedError):
+                        failed.append(Result(file.name, error=str(audio)))
+                        continue
+                    sources[file.name] = (len(audio.samples), audio.source_sample_rate)
+                    yield file.name, audio.samples
 
         # The decoded audio is ours to normalise in place; frame-level chunks go to the sink as they come.
         for name, result in self.embedder.embed_stream(signals(), inplace=True, frame_sink=frame_sink):
@@ -175,11 +176,20 @@ class LocalEngine:
         yield from failed
 
 
-def decode_file(file: AudioFile, channel: int | None, rate: int) -> Decoded:
-    """A discovered file as 16 kHz mono, or the reason it cannot be (found while walking, or decoding)."""
-    if file.problem:
-        raise W2VEmbedError(file.problem)
-    return decode(file.path, channel=channel, target_rate=rate, segment=file.segment)
+def decode_group(files: list[AudioFile], channel: int | None, rate: int) -> list[Decoded | W2VEmbedError]:
+    """One group of segments.close_groups as 16 kHz mono, each file or segment with its own outcome:
+    a whole file, a row that discovery or the segment list already rejected, or close segments of
+    one recording decoded in one pass."""
+    first = files[0]
+    try:
+        if first.problem:
+            raise W2VEmbedError(first.problem)
+        if first.segment is None:
+            return [decode(first.path, channel=channel, target_rate=rate)]
+        segments = [file.segment for file in files if file.segment is not None]
+        return list(decode_segments(first.path, segments, channel=channel, target_rate=rate))
+    except W2VEmbedError as exc:
+        return [exc] * len(files)
 
 
 def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]) -> RunInfo:

@@ -1,6 +1,6 @@
 """The same job on a Ray cluster: decode tasks on CPU workers → an actor pool of Embedders → this process.
 
-Ray Data streams the file list through `map` (decoding and resampling as tasks, anywhere in the
+Ray Data streams the file list through `flat_map` (decoding and resampling as tasks, anywhere in the
 cluster) and `map_batches` with a class (actors that each hold one ONNX Runtime session, created
 once), like Ray's batch-inference examples. Results come back to the driver, where `extract`'s one
 FeatureWriter stores them: pooled rows are a few kB, and even frame-level rows (~150 kB per audio
@@ -26,8 +26,9 @@ import numpy as np
 from .discover import AudioFile
 from .embedder import EmbedOptions, Embedder
 from .errors import UsageError, W2VEmbedError
-from .extract import ExtractOptions, Result, decode_file
+from .extract import ExtractOptions, Result, decode_group
 from .layers import dataset_name
+from .segments import close_groups
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,19 @@ def _untext(value: bytes) -> str:
     return bytes(value).decode("utf-8", "surrogateescape")
 
 
-def _decode_row(row: dict[str, Any], channel: int | None, rate: int) -> dict[str, Any]:
-    """A Ray task: a file (by its index in the driver's list) → 16 kHz mono samples, or why it failed."""
-    segment = (float(row["start"]), float(row["end"])) if row["end"] >= 0 else None
-    file = AudioFile(Path(os.fsdecode(row["path"])), "", _untext(row["problem"]) or None, segment)
-    try:
-        audio = decode_file(file, channel, rate)
-    except W2VEmbedError as exc:
-        return {"index": row["index"], "samples": np.zeros(0, np.float32), "source_rate": 0, "error": _text(str(exc))}
-    return {"index": row["index"], "samples": audio.samples, "source_rate": audio.source_sample_rate, "error": b""}
+def _decode_group(row: dict[str, Any], channel: int | None, rate: int) -> list[dict[str, Any]]:
+    """A Ray task: a file, or close segments of one recording (by their indices in the driver's list)
+    → one row each of 16 kHz mono samples, or why it failed."""
+    path, problem = Path(os.fsdecode(row["path"])), _untext(row["problem"]) or None
+    segments = [(float(a), float(b)) if b >= 0 else None for a, b in zip(row["starts"], row["ends"])]
+    files = [AudioFile(path, "", problem, segment) for segment in segments]
+    rows = []
+    for index, audio in zip(row["indices"], decode_group(files, channel, rate)):
+        if isinstance(audio, W2VEmbedError):
+            rows.append({"index": index, "samples": np.zeros(0, np.float32), "source_rate": 0, "error": _text(str(audio))})
+        else:
+            rows.append({"index": index, "samples": audio.samples, "source_rate": audio.source_sample_rate, "error": b""})
+    return rows
 
 
 class _Embed:
@@ -161,12 +166,14 @@ class RayEngine:
         # first actor to load the model does not take every batch while the others are still starting
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         pool = self.options
-        rows = [{"index": i, "path": os.fsencode(Path(f.path).resolve()), "problem": _text(f.problem or ""),
-                 "start": f.segment[0] if f.segment else 0.0, "end": f.segment[1] if f.segment else -1.0}
-                for i, f in enumerate(files)]
+        rows = [{"indices": group, "path": os.fsencode(Path(files[group[0]].path).resolve()),
+                 "problem": _text(files[group[0]].problem or ""),
+                 "starts": [files[i].segment[0] if files[i].segment else 0.0 for i in group],
+                 "ends": [files[i].segment[1] if files[i].segment else -1.0 for i in group]}
+                for group in close_groups(files)]
         data = (
             ray.data.from_items(rows)
-            .map(_decode_row, fn_kwargs={"channel": options.channel, "rate": self.embedder.info.sample_rate})
+            .flat_map(_decode_group, fn_kwargs={"channel": options.channel, "rate": self.embedder.info.sample_rate})
             .map_batches(
                 _Embed,
                 fn_constructor_args=(self.model, self.embedder.options, self.device, pool.threads_per_actor),

@@ -3,9 +3,10 @@
 Rows of `path, start, end[, id]` in seconds, as a TSV or CSV file with a header (the delimiter is
 the header's: a tab or a comma; columns by name, in any order), or a Kaldi data folder's
 `segments` (`utt rec start end`) with its `wav.scp` (`rec path`, plain paths only). Each segment is
-named by its id (default `path:start-end`) and decoded on its own, by seeking: 5,000 segments of a
-3-hour recording read only their own audio and never hold the recording whole. A row that cannot
-be a segment becomes a failure with its row number; the others go on.
+named by its id (default `path:start-end`). Only segments are read, never the recording whole:
+segments of one recording that lie close together (`close_groups`) are decoded in one pass over
+the span they cover, the others each by a seek of their own. A row that cannot be a segment
+becomes a failure with its row number; the others go on.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from .discover import AudioFile
 from .errors import UsageError
 
 COLUMNS = ("path", "start", "end")
+# Reading through a gap up to this long costs about what a seek (and, with ffmpeg, a process) does.
+MAX_GAP_SECONDS = 10.0
+# Audio one group hands on at once (16 kHz float32: 19 MB), however many segments overlap in it.
+MAX_GROUP_SECONDS = 300.0
 
 
 def read_segments(path: str | Path) -> list[AudioFile]:
@@ -89,3 +95,38 @@ def _kaldi(folder: Path) -> list[AudioFile]:
         else:
             out.append(_segment(recordings[parts[1]], parts[2], parts[3], parts[0], where))
     return out
+
+
+def close_groups(
+    files: Sequence[AudioFile], max_gap: float = MAX_GAP_SECONDS, max_seconds: float = MAX_GROUP_SECONDS
+) -> list[list[int]]:
+    """Indices of `files` to decode together: segments of one recording in time order, each group's
+    next segment starting at most `max_gap` s after the audio read so far ends, and holding at most
+    `max_seconds` of segment audio. Whole files and rejected rows are groups of their own.
+
+    Groups come in the order of their first row, so a list sorted by recording and time (diarization
+    output, Kaldi `segments`) keeps its order; rows of other lists come grouped by recording.
+    """
+    groups: list[list[int]] = []
+    by_path: dict[Path, list[int]] = {}
+    for index, file in enumerate(files):
+        if file.segment is None or file.problem:
+            groups.append([index])
+        else:
+            by_path.setdefault(file.path, []).append(index)
+    for rows in by_path.values():
+        rows.sort(key=lambda i: (files[i].segment, i))
+        group: list[int] = []
+        reach = seconds = 0.0
+        for index in rows:
+            start, end = files[index].segment  # type: ignore[misc]
+            if group and (start - reach > max_gap or seconds + end - start > max_seconds):
+                groups.append(group)
+                group = []
+            if not group:
+                reach = seconds = 0.0
+            group.append(index)
+            reach, seconds = max(reach, end), seconds + end - start
+        groups.append(group)
+    groups.sort(key=min)
+    return groups

@@ -1,0 +1,150 @@
+"""Downmix and resample to the model's rate, one signal at a time, and the model's input normalisation.
+
+Blocks of (frames, channels) come from a decoder (libsndfile or ffmpeg, see audio.py); each signal
+has its own streaming soxr resampler, which gives the same samples as resampling the whole signal
+at once, so block boundaries never change the result. That is also why several segments can be
+carved out of one pass over a file (`carve`) and still equal each segment decoded on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from .errors import AudioError
+
+NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+_NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
+
+
+def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
+
+    Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
+    only full-size allocation is the float32 result, and not even that with `inplace` (a float32
+    array is then overwritten: two hours of audio are 460 MB).
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    flat = x.reshape(-1)
+    out = flat if inplace and x is samples else np.empty_like(flat)
+    if flat.size == 0:
+        return out.reshape(x.shape)
+    mean = float(flat.sum(dtype=np.float64)) / flat.size
+    squares = 0.0
+    for start in range(0, flat.size, _NORM_BLOCK):
+        d = flat[start : start + _NORM_BLOCK].astype(np.float64) - mean
+        squares += float(np.dot(d, d))
+    std = math.sqrt(squares / flat.size + NORM_EPS)
+    for start in range(0, flat.size, _NORM_BLOCK):
+        piece = flat[start : start + _NORM_BLOCK].astype(np.float64)
+        out[start : start + _NORM_BLOCK] = (piece - mean) / std
+    return out.reshape(x.shape)
+
+
+def downmix(block: np.ndarray, channel: int | None) -> np.ndarray:
+    """(frames, channels) → (frames,): the chosen channel, or the mean of all of them."""
+    if channel is not None:
+        return np.ascontiguousarray(block[:, channel])
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0])
+    return block.mean(axis=1, dtype=np.float32)
+
+
+class Resampled:
+    """One signal's downmixed blocks → its samples at the target rate, in one preallocated array."""
+
+    def __init__(self, rate: int, target_rate: int, expected_frames: int | None) -> None:
+        self.stream = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        capacity = math.ceil(expected_frames * target_rate / rate) + 16 if expected_frames else 1 << 16
+        self.out = np.empty(capacity, dtype=np.float32)
+        self.filled = 0
+        self.frames = 0  # source frames taken in
+
+    def add(self, mono: np.ndarray) -> None:
+        self.frames += len(mono)
+        self._append(self.stream.resample_chunk(mono, last=False) if self.stream else mono)
+
+    def finish(self) -> np.ndarray:
+        if self.stream:
+            self._append(self.stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        self.out.resize(self.filled, refcheck=False)  # no view of `out` exists: shrink in place
+        return self.out
+
+    def _append(self, piece: np.ndarray) -> None:
+        if self.filled + len(piece) > len(self.out):  # realloc: large blocks grow by remapping, not copying
+            self.out.resize(max(2 * len(self.out), self.filled + len(piece)), refcheck=False)
+        self.out[self.filled : self.filled + len(piece)] = piece
+        self.filled += len(piece)
+
+
+def _not_finite(path: Path) -> AudioError:
+    return AudioError(f"cannot decode {path}: contains NaN or infinite samples")
+
+
+def resample_blocks(
+    path: Path,
+    blocks: Iterable[np.ndarray],
+    rate: int,
+    target_rate: int,
+    channel: int | None,
+    expected_frames: int | None,
+) -> np.ndarray:
+    """Downmix and resample (frames, channels) blocks into one preallocated 1-D float32 array."""
+    signal = Resampled(rate, target_rate, expected_frames)
+    for block in blocks:
+        mono = downmix(block, channel)
+        if not np.isfinite(mono).all():
+            raise _not_finite(path)
+        signal.add(mono)
+    if signal.frames == 0:
+        raise AudioError(f"cannot decode {path}: no audio (0 frames)")
+    return signal.finish()
+
+
+def carve(
+    path: Path,
+    blocks: Iterable[np.ndarray],
+    first: int,
+    spans: Sequence[tuple[int, int] | AudioError],
+    rate: int,
+    target_rate: int,
+    channel: int | None,
+    slack: int,
+) -> list[np.ndarray | AudioError]:
+    """Blocks that start at source frame `first` → each (start, count) span's own resampled samples.
+
+    A span that gets fewer than `count - slack` frames ran past the audio's end (ffmpeg, asked for a
+    range, stops where the audio does; its seek may round by a few samples, hence the slack).
+    """
+    outcomes: list[np.ndarray | AudioError] = [span if isinstance(span, AudioError) else np.zeros(0) for span in spans]
+    signals = {i: Resampled(rate, target_rate, span[1]) for i, span in enumerate(spans) if not isinstance(span, AudioError)}
+    position = first
+    for block in blocks:
+        mono = downmix(block, channel)
+        end = position + len(mono)
+        for i, signal in list(signals.items()):
+            start, count = spans[i]  # type: ignore[misc]
+            a, b = max(start, position), min(start + count, end)
+            if a >= b:
+                continue
+            piece = mono[a - position : b - position]
+            if not np.isfinite(piece).all():
+                outcomes[i] = _not_finite(path)
+                del signals[i]
+                continue
+            signal.add(piece)
+        position = end
+    for i, signal in signals.items():
+        start, count = spans[i]  # type: ignore[misc]
+        if signal.frames < max(count - slack, 1):
+            outcomes[i] = AudioError(
+                f"cannot decode {path}: the segment ends at {(start + count) / rate:g} s, "
+                f"past the audio's end ({position / rate:.2f} s)"
+            )
+        else:
+            outcomes[i] = signal.finish()
+    return outcomes
