@@ -374,13 +374,31 @@ def _segment_rows(label: str, base: dict, workdir: Path, minutes: float, torch_r
         rows.append((label, what, result["realtime"], nan, nan, result["rss"],
                      result["realtime"] / torch_rt if torch_rt else nan))
         print(f"# {label}: {what}: {result}", flush=True)
-    for how, what in (("whole", "decode + resample only: the recording whole"),
-                      ("groups", f"decode + resample only: its {count} turns, close ones in one pass"),
-                      ("seek", f"decode + resample only: its {count} turns, one seek each")):
-        result = run_child("segments-decode", {"segments": str(workdir / "turns.tsv"), "how": how, "threads": 1,
-                                               "clip_seconds": 1.0, "repeats": 1})
-        rows.append(("-", what, result["realtime"], nan, nan, result["rss"], nan))
-        print(f"# {what}: {result}", flush=True)
+    return rows + _segment_decode_rows(folder / "recording.flac", workdir, minutes)
+
+
+def _segment_decode_rows(flac: Path, workdir: Path, minutes: float) -> list[tuple]:
+    """Decoding alone: the recording whole, its turns in close groups, or a seek each; FLAC (libsndfile)
+    and, where ffmpeg is found, the same audio as AAC in .m4a (an ffmpeg process per seek)."""
+    import shutil
+    import subprocess
+
+    recordings = [("FLAC", flac)]
+    if shutil.which("ffmpeg"):
+        m4a = flac.with_suffix(".m4a")
+        if not m4a.exists():
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(flac), "-c:a", "aac", "-b:a", "128k", str(m4a)], check=True)
+        recordings.append(("AAC .m4a via ffmpeg", m4a))
+    nan, rows = float("nan"), []
+    for codec, recording in recordings:
+        table = workdir / f"turns-{recording.suffix[1:]}.tsv"
+        count, _ = make_turns(recording, table, minutes * 60)
+        for how, what in (("whole", "the recording whole"), ("groups", f"its {count} turns, close ones in one pass"),
+                          ("seek", f"its {count} turns, one seek each")):
+            result = run_child("segments-decode", {"segments": str(table), "how": how, "threads": 1,
+                                                   "clip_seconds": 1.0, "repeats": 1})
+            rows.append(("-", f"decode + resample only, {codec}: {what}", result["realtime"], nan, nan, result["rss"], nan))
+            print(f"# {codec}: {what}: {result}", flush=True)
     return rows
 
 

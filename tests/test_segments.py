@@ -18,7 +18,7 @@ from w2v_embed.audio import AudioError, decode, decode_segments
 from w2v_embed.discover import AudioFile
 from w2v_embed.errors import UsageError
 from w2v_embed.extract import extract
-from w2v_embed.segments import close_groups, parse_table, read_segments
+from w2v_embed.segments import close_groups, parse_rttm, parse_table, read_segments
 
 
 def test_tsv_csv_and_kaldi_rows(tmp_path):
@@ -46,6 +46,65 @@ def test_decoding_a_segment_equals_decoding_it_cut_out(tmp_path):
     sf.write(tmp_path / "cut.flac", x[round(a * rate) : round(b * rate)], rate)
     part = decode(tmp_path / "long.flac", segment=(a, b)).samples
     np.testing.assert_array_equal(part, decode(tmp_path / "cut.flac").samples)
+
+
+def test_rttm_rows_are_matched_to_the_inputs_by_name(tmp_path):
+    audio = [AudioFile(Path("/d/corpus/a.wav"), "corpus/a.wav"), AudioFile(Path("/d/corpus/sub/b.flac"), "corpus/sub/b.flac"),
+             AudioFile(Path("/d/x/b.wav"), "x/b.wav")]
+    rttm = (
+        "SPKR-INFO a 1 <NA> <NA> <NA> unknown spk1 <NA> <NA>\n"
+        "SPEAKER a 1 0.50 1.25 <NA> <NA> spk1 <NA> <NA>\n"
+        "SPEAKER corpus/sub/b 1 10000.01 2.00 <NA> <NA> spk2 <NA> <NA>\n"
+        "SPEAKER corpus/sub/b 1 10000.02 2.00 <NA> <NA> spk2 <NA> <NA>\n"
+        "SPEAKER b 1 0 1 <NA> <NA> spk1 <NA> <NA>\n"
+        "SPEAKER c 1 0 1 <NA> <NA> spk1 <NA> <NA>\n"
+        "SPEAKER a 1 3 0 <NA> <NA> spk1 <NA> <NA>\n"
+        "SPEAKER a 1 x\n"
+    )
+    rows = parse_rttm(rttm, audio, "d.rttm")
+    assert [(f.name, str(f.path), f.problem) for f in rows[:3]] == [
+        ("a:0.5-1.75:spk1", "/d/corpus/a.wav", None),
+        ("corpus/sub/b:10000.01-10002.01:spk2", "/d/corpus/sub/b.flac", None),  # `:g` gave both "10000-10002"
+        ("corpus/sub/b:10000.02-10002.02:spk2", "/d/corpus/sub/b.flac", None)]
+    assert rows[0].segment == (0.5, 1.75) and rows[1].segment == pytest.approx((10000.01, 10002.01))
+    assert "line 5: recording b matches 2 inputs (corpus/sub/b.flac, x/b.wav)" in rows[3].problem
+    assert "line 6: recording c matches no input" in rows[4].problem
+    assert "line 7: expected 0 <= start < end" in rows[5].problem
+    assert "line 8: expected SPEAKER uri channel onset duration" in rows[6].problem
+    (tmp_path / "t.rttm").write_text(rttm)
+    with pytest.raises(UsageError, match="give their audio files or folders as inputs"):
+        read_segments(tmp_path / "t.rttm")
+    with pytest.raises(UsageError, match="lists the audio itself"):
+        read_segments(tmp_path, audio)  # a Kaldi folder (or a table) with audio inputs
+
+
+def test_cli_rttm_over_a_folder_equals_the_same_rows_as_a_table(onnx_model, tmp_path):
+    rate = 22_050
+    (tmp_path / "rec").mkdir()
+    x = np.random.default_rng(7).uniform(-0.5, 0.5, rate * 6).astype(np.float32)
+    sf.write(tmp_path / "rec" / "meeting.wav", x, rate, subtype="FLOAT")
+    (tmp_path / "d.rttm").write_text("SPEAKER meeting 1 0.25 2.5 <NA> <NA> alice <NA> <NA>\n"
+                                     "SPEAKER meeting 1 2.0 3.0 <NA> <NA> bob <NA> <NA>\n"
+                                     "SPEAKER other 1 0 1 <NA> <NA> alice <NA> <NA>\n")
+    wav = tmp_path / "rec" / "meeting.wav"
+    (tmp_path / "t.tsv").write_text(f"path\tstart\tend\tid\n{wav}\t0.25\t2.75\talice\n{wav}\t2\t5\tbob\n")
+    run = [sys.executable, "-m", "w2v_embed", "extract", "-m", str(onnx_model("group")), "--chunk-seconds", "0"]
+    proc = subprocess.run([*run, "--segments", str(tmp_path / "d.rttm"), str(tmp_path / "rec"), "-o",
+                           str(tmp_path / "rttm.h5")], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr  # the row for "other"
+    assert "recording other matches no input" in dict(w2v_embed.read_summary(tmp_path / "rttm.h5")["failed"])[
+        "other:0-1:alice"]
+    assert subprocess.run([*run, "--segments", str(tmp_path / "t.tsv"), "-o", str(tmp_path / "tsv.h5")]).returncode == 0
+    paths, got = w2v_embed.load(tmp_path / "rttm.h5")
+    want_paths, want = w2v_embed.load(tmp_path / "tsv.h5")
+    assert sorted(paths) == ["meeting:0.25-2.75:alice", "meeting:2-5:bob"]
+    with h5py.File(tmp_path / "rttm.h5") as f:
+        assert set(f["source_path"].asstr()[()]) == {str(wav)}
+    for name, want_name in (("meeting:0.25-2.75:alice", "alice"), ("meeting:2-5:bob", "bob")):
+        np.testing.assert_allclose(got[paths.index(name)], want[want_paths.index(want_name)], atol=1e-6)
+    refused = subprocess.run([*run, "--segments", str(tmp_path / "t.tsv"), str(tmp_path / "rec"), "-o",
+                              str(tmp_path / "x.h5")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "lists the audio itself" in refused.stderr
 
 
 def _count_opens(monkeypatch) -> list[str]:

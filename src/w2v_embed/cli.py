@@ -128,7 +128,7 @@ def extract(
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: --window, no overlap].")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
-    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), or a Kaldi data folder (segments + wav.scp).")] = None,
+    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (segments + wav.scp), or an .rttm file (its recordings are the inputs, matched by name without extension).")] = None,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")] = False,
@@ -164,6 +164,8 @@ def extract(
       w2v-embed extract clips/ -o events.h5 --window 1 --hop 0.5 --layers 6,last
 
       w2v-embed extract --segments diarization.tsv -o turns.h5 --layers last
+
+      w2v-embed extract --segments pyannote.rttm recordings/ -o turns.h5
 
       w2v-embed extract corpus/ -o - --layers last | jq -c '{path, n: (.layers.last | length)}'
 
@@ -209,14 +211,18 @@ class _Selection:
     segments: Optional[Path] = None
 
     def files(self) -> list:
+        if self.segments is None:
+            return self._discovered()
+        from .segments import is_rttm, read_segments
+
+        given = bool(self.inputs) or self.files_from is not None
+        if given and not is_rttm(self.segments):
+            raise UsageError("--segments lists the audio itself: give no other inputs (only an .rttm file needs them)")
+        return read_segments(self.segments, self._discovered() if given else ())
+
+    def _discovered(self) -> list:
         from .discover import DEFAULT_EXTENSIONS, discover, read_file_list
 
-        if self.segments is not None:
-            from .segments import read_segments
-
-            if self.inputs or self.files_from is not None:
-                raise UsageError("--segments lists the audio itself: give no other inputs")
-            return read_segments(self.segments)
         inputs = self.inputs
         if self.files_from is not None:
             try:

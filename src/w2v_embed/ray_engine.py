@@ -181,9 +181,7 @@ class RayEngine:
                 compute=ray.data.ActorPoolStrategy(size=pool.actors),
                 num_cpus=pool.threads_per_actor,
                 num_gpus=pool.gpus_per_actor or None,
-                resources=pool.resources_per_actor,
-                max_restarts=-1,
-                max_task_retries=-1,
+                resources=pool.resources_per_actor,  # actors are restarted and batches retried: Ray Data's default
             )
         )
         layers = self.embedder.layers

@@ -1,9 +1,10 @@
 """Segment lists (`extract --segments FILE`): parts of recordings to embed as rows of their own.
 
 Rows of `path, start, end[, id]` in seconds, as a TSV or CSV file with a header (the delimiter is
-the header's: a tab or a comma; columns by name, in any order), or a Kaldi data folder's
-`segments` (`utt rec start end`) with its `wav.scp` (`rec path`, plain paths only). Each segment is
-named by its id (default `path:start-end`). Only segments are read, never the recording whole:
+the header's: a tab or a comma; columns by name, in any order), a Kaldi data folder's `segments`
+(`utt rec start end`) with its `wav.scp` (`rec path`, plain paths only), or an RTTM file of speaker
+turns (pyannote, dscore), whose recordings are matched to the audio inputs by name. Each segment
+is named by its id (default `path:start-end`; RTTM: `uri:start-end:speaker`). Only segments are read, never the recording whole:
 segments of one recording that lie close together (`close_groups`) are decoded in one pass over
 the span they cover, the others each by a seek of their own. A row that cannot be a segment
 becomes a failure with its row number; the others go on.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,17 +29,29 @@ MAX_GAP_SECONDS = 10.0
 MAX_GROUP_SECONDS = 300.0
 
 
-def read_segments(path: str | Path) -> list[AudioFile]:
-    """The segments a file (TSV/CSV) or a Kaldi data folder lists; a row that is not a usable segment
-    comes as an AudioFile with its `problem`, which extract records under /failed."""
+def is_rttm(path: str | Path) -> bool:
+    """An RTTM file names recordings, not files: it needs the audio as inputs (see parse_rttm)."""
+    return Path(path).suffix.lower() == ".rttm"
+
+
+def read_segments(path: str | Path, audio: Sequence[AudioFile] = ()) -> list[AudioFile]:
+    """The segments a file (TSV/CSV, or RTTM over the `audio` inputs) or a Kaldi data folder lists; a
+    row that is not a usable segment comes as an AudioFile with its `problem`, which extract records
+    under /failed."""
     path = Path(path)
+    if bool(audio) != is_rttm(path):
+        raise UsageError(
+            f"--segments {path}: an RTTM file names recordings: give their audio files or folders as inputs"
+            if is_rttm(path)
+            else f"--segments {path} lists the audio itself: no audio inputs go with it (only an .rttm file needs them)"
+        )
     try:
         if path.is_dir():
             return _kaldi(path)
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
         raise UsageError(f"--segments {path}: {exc.strerror or exc}") from exc
-    return parse_table(text, str(path))
+    return parse_rttm(text, audio, str(path)) if audio else parse_table(text, str(path))
 
 
 def parse_table(text: str, where: str = "segments") -> list[AudioFile]:
@@ -63,12 +77,17 @@ def _segment(path: str, start: str, end: str, name: str, where: str) -> AudioFil
         a, b = float(start), float(end)
     except ValueError:
         return _rejected(path, name or f"{path}:{start}-{end}", f"{where}: start and end must be seconds, got {start!r}, {end!r}")
-    name = name or f"{path}:{a:g}-{b:g}"
+    name = name or f"{path}:{_seconds(a)}-{_seconds(b)}"
     if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= a:
         return _rejected(path, name, f"{where}: expected 0 <= start < end, got {start} to {end}")
     if not path:
         return _rejected(path, name, f"{where}: no path")
     return AudioFile(Path(path), name, segment=(a, b))
+
+
+def _seconds(value: float) -> str:
+    """A time in a default name, to the microsecond: `:g` made 10000.01 and 10000.02 s one name."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _rejected(path: str, name: str, reason: str) -> AudioFile:
@@ -94,6 +113,41 @@ def _kaldi(folder: Path) -> list[AudioFile]:
             out.append(_rejected("", parts[0], f"{where}: recording {parts[1]} is not a plain path in wav.scp"))
         else:
             out.append(_segment(recordings[parts[1]], parts[2], parts[3], parts[0], where))
+    return out
+
+
+def parse_rttm(text: str, audio: Sequence[AudioFile], where: str = "rttm") -> list[AudioFile]:
+    """SPEAKER lines (`SPEAKER uri channel onset duration <NA> <NA> speaker <NA> <NA>`) as segments of
+    the audio input named `uri`: the input whose name without its extension is `uri` ("corpus/a" or
+    "a" for "corpus/a.wav"; pyannote's default uri is the file's stem). Other line types are skipped;
+    a row whose uri matches no input, or several, fails with its line number."""
+    recordings: dict[str, set[AudioFile]] = {}
+    for file in audio:
+        if not file.problem:
+            stem = os.path.splitext(file.name)[0]
+            for key in (stem, os.path.basename(stem)):
+                recordings.setdefault(key, set()).add(file)
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts, at = line.split(), f"{where} line {number}"
+        if not parts or parts[0] != "SPEAKER":
+            continue
+        if len(parts) < 8:
+            out.append(_rejected("", f"{where}:{number}", f"{at}: expected SPEAKER uri channel onset duration <NA> <NA> speaker"))
+            continue
+        uri, onset, duration, speaker = parts[1], parts[3], parts[4], parts[7]
+        try:
+            start, end = float(onset), float(onset) + float(duration)
+        except ValueError:
+            out.append(_rejected("", f"{uri}:{onset}+{duration}:{speaker}", f"{at}: onset and duration must be seconds"))
+            continue
+        name = f"{uri}:{_seconds(start)}-{_seconds(end)}:{speaker}"
+        matches = sorted(recordings.get(uri, ()), key=lambda f: f.name)
+        if len(matches) != 1:
+            found = f"{len(matches)} inputs ({', '.join(f.name for f in matches[:3])})" if matches else "no input"
+            out.append(_rejected("", name, f"{at}: recording {uri} matches {found}; inputs are matched by name without extension"))
+            continue
+        out.append(_segment(os.fspath(matches[0].path), repr(start), repr(end), name, at))
     return out
 
 
