@@ -31,6 +31,12 @@ def test_tsv_csv_and_kaldi_rows(tmp_path):
                                         "s.csv line 4: expected 0 <= start < end, got -1 to 2"]
     with pytest.raises(UsageError, match="lacks end"):
         parse_table("path,start\na.wav,1\n")
+    # A name is one output row: a repeated one fails by its line instead of vanishing as a retried delivery.
+    twice = parse_table("path,start,end,id\na.wav,0,1,x\na.wav,2,3,x\na.wav,0,1,\na.wav,0,1,\n", "d.csv")
+    assert [f.name for f in twice] == ["x", "x (d.csv line 3)", "a.wav:0-1", "a.wav:0-1 (d.csv line 5)"]
+    assert [f.problem for f in twice][:2] == [None, "d.csv line 3: the name x is already used by d.csv line 2; "
+                                              "give each row an id of its own"]
+    assert twice[2].problem is None and "already used by d.csv line 4" in twice[3].problem
     (tmp_path / "wav.scp").write_text("rec1 /data/rec1.wav\nrec2 sox x.wav -t wav - |\n")
     (tmp_path / "segments").write_text("u1 rec1 0.0 1.25\nu2 rec2 0 1\nu3 rec9 0 1\n")
     kaldi = read_segments(tmp_path)
@@ -216,6 +222,7 @@ def test_cli_rows_failures_and_layout(onnx_model, tmp_path):
         f"{tmp_path / 'missing.wav'}\t0\t1\tunknown_file\n"
         f"{tmp_path / 'rec.wav'}\t1\t1.01\ttoo_short\n"
         f"{tmp_path / 'rec.wav'}\t3\t2\tbackwards\n"
+        f"{tmp_path / 'rec.wav'}\t0\t1\tturn1\n"
     )
     out = tmp_path / "seg.h5"
     model = str(onnx_model("group"))
@@ -223,7 +230,7 @@ def test_cli_rows_failures_and_layout(onnx_model, tmp_path):
     proc = subprocess.run([*run, "--segments", str(table), "-o", str(out)], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     failed = dict(w2v_embed.read_summary(out)["failed"])
-    assert set(failed) == {"past_the_end", "unknown_file", "too_short", "backwards"}
+    assert set(failed) == {"past_the_end", "unknown_file", "too_short", "backwards", f"turn1 ({table} line 8)"}
     assert "past the audio's end" in failed["past_the_end"] and "no such file" in failed["unknown_file"]
     assert "too short" in failed["too_short"] and "line 7" in failed["backwards"]
     with h5py.File(out) as f:

@@ -66,10 +66,12 @@ def parse_table(text: str, where: str = "segments") -> list[AudioFile]:
     if missing:
         raise UsageError(f"--segments {where}: the header lacks {', '.join(missing)} (it has {', '.join(header)})")
     reader.fieldnames = header
-    return [
-        _segment(values["path"], values["start"], values["end"], values.get("id", ""), f"{where} line {number}")
-        for number, values in enumerate(({k: (v or "").strip() for k, v in row.items() if k} for row in reader), start=2)
-    ]  # line numbers as an editor shows them
+    rows = []
+    for number, row in enumerate(reader, start=2):  # line numbers as an editor shows them
+        values = {k: (v or "").strip() for k, v in row.items() if k}
+        at = f"{where} line {number}"
+        rows.append((_segment(values["path"], values["start"], values["end"], values.get("id", ""), at), at))
+    return _unique(rows)
 
 
 def _segment(path: str, start: str, end: str, name: str, where: str) -> AudioFile:
@@ -101,19 +103,19 @@ def _kaldi(folder: Path) -> list[AudioFile]:
         parts = line.split(maxsplit=1)
         if len(parts) == 2:
             recordings[parts[0]] = parts[1].strip()
-    out = []
+    rows = []
     for number, line in enumerate((folder / "segments").read_text().splitlines(), start=1):
         parts = line.split()
         where = f"{folder / 'segments'} line {number}"
         if not parts:
             continue
         if len(parts) != 4:
-            out.append(_rejected("", parts[0], f"{where}: expected 'utterance recording start end'"))
+            rows.append((_rejected("", parts[0], f"{where}: expected 'utterance recording start end'"), where))
         elif parts[1] not in recordings or recordings[parts[1]].endswith("|"):
-            out.append(_rejected("", parts[0], f"{where}: recording {parts[1]} is not a plain path in wav.scp"))
+            rows.append((_rejected("", parts[0], f"{where}: recording {parts[1]} is not a plain path in wav.scp"), where))
         else:
-            out.append(_segment(recordings[parts[1]], parts[2], parts[3], parts[0], where))
-    return out
+            rows.append((_segment(recordings[parts[1]], parts[2], parts[3], parts[0], where), where))
+    return _unique(rows)
 
 
 def parse_rttm(text: str, audio: Sequence[AudioFile], where: str = "rttm") -> list[AudioFile]:
@@ -127,27 +129,42 @@ def parse_rttm(text: str, audio: Sequence[AudioFile], where: str = "rttm") -> li
             stem = os.path.splitext(file.name)[0]
             for key in (stem, os.path.basename(stem)):
                 recordings.setdefault(key, set()).add(file)
-    out = []
+    rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         parts, at = line.split(), f"{where} line {number}"
-        if not parts or parts[0] != "SPEAKER":
-            continue
-        if len(parts) < 8:
-            out.append(_rejected("", f"{where}:{number}", f"{at}: expected SPEAKER uri channel onset duration <NA> <NA> speaker"))
-            continue
-        uri, onset, duration, speaker = parts[1], parts[3], parts[4], parts[7]
-        try:
-            start, end = float(onset), float(onset) + float(duration)
-        except ValueError:
-            out.append(_rejected("", f"{uri}:{onset}+{duration}:{speaker}", f"{at}: onset and duration must be seconds"))
-            continue
-        name = f"{uri}:{_seconds(start)}-{_seconds(end)}:{speaker}"
-        matches = sorted(recordings.get(uri, ()), key=lambda f: f.name)
-        if len(matches) != 1:
-            found = f"{len(matches)} inputs ({', '.join(f.name for f in matches[:3])})" if matches else "no input"
-            out.append(_rejected("", name, f"{at}: recording {uri} matches {found}; inputs are matched by name without extension"))
-            continue
-        out.append(_segment(os.fspath(matches[0].path), repr(start), repr(end), name, at))
+        if parts and parts[0] == "SPEAKER":
+            rows.append((_rttm_row(parts, at, recordings), at))
+    return _unique(rows)
+
+
+def _rttm_row(parts: list[str], at: str, recordings: dict[str, set[AudioFile]]) -> AudioFile:
+    if len(parts) < 8:
+        return _rejected("", at, f"{at}: expected SPEAKER uri channel onset duration <NA> <NA> speaker")
+    uri, onset, duration, speaker = parts[1], parts[3], parts[4], parts[7]
+    try:
+        start, end = float(onset), float(onset) + float(duration)
+    except ValueError:
+        return _rejected("", f"{uri}:{onset}+{duration}:{speaker}", f"{at}: onset and duration must be seconds")
+    name = f"{uri}:{_seconds(start)}-{_seconds(end)}:{speaker}"
+    matches = sorted(recordings.get(uri, ()), key=lambda f: f.name)
+    if len(matches) != 1:
+        found = f"{len(matches)} inputs ({', '.join(f.name for f in matches[:3])})" if matches else "no input"
+        return _rejected("", name, f"{at}: recording {uri} matches {found}; inputs are matched by name without extension")
+    return _segment(os.fspath(matches[0].path), repr(start), repr(end), name, at)
+
+
+def _unique(rows: list[tuple[AudioFile, str]]) -> list[AudioFile]:
+    """One name, one output row: a later row under a name already used fails, named by its line, instead
+    of being taken for a retried delivery of the same segment and dropped without a word."""
+    first: dict[str, str] = {}
+    out = []
+    for file, where in rows:
+        if file.name in first:
+            reason = f"{where}: the name {file.name} is already used by {first[file.name]}; give each row an id of its own"
+            out.append(_rejected(os.fspath(file.path), f"{file.name} ({where})", reason))
+        else:
+            first[file.name] = where
+            out.append(file)
     return out
 
 
