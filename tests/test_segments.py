@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import w2v_embed
-from w2v_embed import audio
+from w2v_embed import audio, resample
 from w2v_embed.audio import AudioError, decode, decode_segments
 from w2v_embed.discover import AudioFile
 from w2v_embed.errors import UsageError
@@ -161,6 +161,29 @@ def test_close_segments_through_ffmpeg_share_one_process(tmp_path, monkeypatch):
         sf.write(tmp_path / "cut.wav", x[round(a * rate) : round(b * rate)], rate, subtype="FLOAT")
         np.testing.assert_array_equal(got.samples, decode(tmp_path / "cut.wav").samples)
     assert isinstance(together[-1], AudioError) and "past the audio's end" in str(together[-1])
+
+
+def test_a_group_of_many_short_segments_holds_few_resamplers(tmp_path, monkeypatch):
+    rate = 48_000
+    sf.write(tmp_path / "rec.wav", np.random.default_rng(8).uniform(-0.5, 0.5, rate * 60).astype(np.float32), rate)
+    segments = [(i * 0.02, i * 0.02 + 0.05) for i in range(2900)]  # 50 ms windows every 20 ms: one group
+    live, most = set(), [0]
+
+    class Counting(resample.Resampled):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            live.add(id(self))
+            most[0] = max(most[0], len(live))
+
+        def finish(self) -> np.ndarray:
+            live.discard(id(self))
+            return super().finish()
+
+    monkeypatch.setattr(resample, "Resampled", Counting)
+    got = decode_segments(tmp_path / "rec.wav", segments)
+    assert most[0] <= 4  # the ones a block edge cuts through, not 2,900 (~90 kB of soxr state each)
+    for i in (0, 499, 500, 2899):  # 500 starts at 10.0 s, where a block ends
+        np.testing.assert_array_equal(got[i].samples, decode(tmp_path / "rec.wav", segment=segments[i]).samples)
 
 
 def test_a_bad_stretch_fails_only_the_segments_in_it(tmp_path):

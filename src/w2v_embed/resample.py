@@ -121,26 +121,35 @@ def carve(
     range, stops where the audio does; its seek may round by a few samples, hence the slack).
     """
     outcomes: list[np.ndarray | AudioError] = [span if isinstance(span, AudioError) else np.zeros(0) for span in spans]
-    signals = {i: Resampled(rate, target_rate, span[1]) for i, span in enumerate(spans) if not isinstance(span, AudioError)}
+    pending = {i: span for i, span in enumerate(spans) if not isinstance(span, AudioError)}
+    # A resampler lives from its span's first block to its last (~90 kB of soxr state each): a group of
+    # thousands of short segments holds only those the current block cuts through.
+    active: dict[int, Resampled] = {}
     position = first
     for block in blocks:
         mono = downmix(block, channel)
         end = position + len(mono)
-        for i, signal in list(signals.items()):
-            start, count = spans[i]  # type: ignore[misc]
+        for i, (start, count) in list(pending.items()):
             a, b = max(start, position), min(start + count, end)
             if a >= b:
                 continue
             piece = mono[a - position : b - position]
             if not np.isfinite(piece).all():
                 outcomes[i] = _not_finite(path)
-                del signals[i]
+                del pending[i]
+                active.pop(i, None)
                 continue
+            signal = active.get(i)
+            if signal is None:
+                signal = active[i] = Resampled(rate, target_rate, count)
             signal.add(piece)
+            if signal.frames == count:
+                outcomes[i] = signal.finish()
+                del pending[i], active[i]
         position = end
-    for i, signal in signals.items():
-        start, count = spans[i]  # type: ignore[misc]
-        if signal.frames < max(count - slack, 1):
+    for i, (start, count) in pending.items():
+        signal = active.get(i)
+        if signal is None or signal.frames < max(count - slack, 1):
             outcomes[i] = AudioError(
                 f"cannot decode {path}: the segment ends at {(start + count) / rate:g} s, "
                 f"past the audio's end ({position / rate:.2f} s)"
