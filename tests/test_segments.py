@@ -190,8 +190,9 @@ def test_a_bad_stretch_fails_only_the_segments_in_it(tmp_path):
     x = np.random.default_rng(5).uniform(-0.5, 0.5, 16_000 * 6).astype(np.float32)
     x[16_000 * 3 + 5] = np.nan
     sf.write(tmp_path / "rec.wav", x, 16_000, subtype="FLOAT")
-    ok, bad, after = decode_segments(tmp_path / "rec.wav", [(0.0, 2.0), (2.5, 3.5), (4.0, 6.0)])
+    ok, bad, after, tiny = decode_segments(tmp_path / "rec.wav", [(0.0, 2.0), (2.5, 3.5), (4.0, 6.0), (1.0, 1.00001)])
     assert isinstance(bad, AudioError) and "NaN" in str(bad)
+    assert isinstance(tiny, AudioError) and "shorter than one sample at 16000 Hz" in str(tiny)
     np.testing.assert_array_equal(ok.samples, x[:32_000])
     np.testing.assert_array_equal(after.samples, x[64_000:])
 

@@ -120,8 +120,13 @@ def carve(
     A span that gets fewer than `count - slack` frames ran past the audio's end (ffmpeg, asked for a
     range, stops where the audio does; its seek may round by a few samples, hence the slack).
     """
-    outcomes: list[np.ndarray | AudioError] = [span if isinstance(span, AudioError) else np.zeros(0) for span in spans]
-    pending = {i: span for i, span in enumerate(spans) if not isinstance(span, AudioError)}
+    outcomes: list[np.ndarray | AudioError] = [
+        span if isinstance(span, AudioError)
+        else AudioError(f"cannot decode {path}: the segment is shorter than one sample at {rate} Hz") if span[1] < 1
+        else np.zeros(0)
+        for span in spans
+    ]  # fmt: skip
+    pending = {i: span for i, span in enumerate(spans) if not isinstance(outcomes[i], AudioError)}
     # A resampler lives from its span's first block to its last (~90 kB of soxr state each): a group of
     # thousands of short segments holds only those the current block cuts through.
     active: dict[int, Resampled] = {}
