@@ -29,6 +29,8 @@ def test_tsv_csv_and_kaldi_rows(tmp_path):
     assert [f.problem for f in csv] == ["s.csv line 2: expected 0 <= start < end, got 1 to 1",
                                         "s.csv line 3: start and end must be seconds, got 'x', '2'",
                                         "s.csv line 4: expected 0 <= start < end, got -1 to 2"]
+    excel = parse_table("\ufeffPath,Start,End\r\na.wav,0,1.5\r\n")  # a spreadsheet's CSV: BOM, CRLF, capitals
+    assert [(str(f.path), f.segment, f.problem) for f in excel] == [("a.wav", (0.0, 1.5), None)]
     with pytest.raises(UsageError, match="lacks end"):
         parse_table("path,start\na.wav,1\n")
     # A name is one output row: a repeated one fails by its line instead of vanishing as a retried delivery.

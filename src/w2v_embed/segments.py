@@ -56,6 +56,7 @@ def read_segments(path: str | Path, audio: Sequence[AudioFile] = ()) -> list[Aud
 
 def parse_table(text: str, where: str = "segments") -> list[AudioFile]:
     """TSV or CSV with a header naming at least path, start and end (and optionally id)."""
+    text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet programs put before a CSV's header
     lines = text.splitlines()
     if not lines:
         raise UsageError(f"--segments {where}: empty; expected a header line such as path<TAB>start<TAB>end")
