@@ -45,6 +45,15 @@ def test_select_splits_the_sorted_unique_list(tmp_path):
     assert all([f.name for f in part] == sorted(f.name for f in part) for part in parts)
 
 
+def test_segments_are_balanced_by_their_seconds_not_their_recording(tmp_path):
+    (tmp_path / "rec.wav").write_bytes(b"\0" * 1000)
+    rows = [AudioFile(tmp_path / "rec.wav", f"s{i}", segment=(0.0, seconds)) for i, seconds in enumerate([10, 1, 1, 8])]
+    rejected = AudioFile(Path("."), "bad row", problem="line 9: backwards")
+    parts = [{f.name for f in select([*rows, rejected], Shard(i, 2))} for i in range(2)]
+    assert sorted((part - {"bad row"} for part in parts), key=len) == [{"s0"}, {"s1", "s2", "s3"}]  # 10 s vs 8 + 1 + 1
+    assert sum("bad row" in part for part in parts) == 1  # weighs nothing, still recorded by one shard
+
+
 @pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "0/0"])
 def test_bad_shard_spec(text):
     with pytest.raises(UsageError, match="--shard"):

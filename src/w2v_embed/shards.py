@@ -44,6 +44,11 @@ class Shard:
 
 
 def _size(file: AudioFile) -> int:
+    """A file's bytes; a segment's milliseconds (its recording's bytes say nothing of its own share)."""
+    if file.problem:
+        return 0
+    if file.segment is not None:
+        return round(1000 * (file.segment[1] - file.segment[0]))
     try:
         return os.stat(file.path).st_size
     except OSError:

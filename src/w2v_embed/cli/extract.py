@@ -43,7 +43,7 @@ def extract(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
     save_every: Annotated[int, typer.Option(help="Make finished files crash-safe at least every N files (and every 20 s).")] = 64,
-    shard: Annotated[Optional[str], typer.Option(help="Embed only part I of N (0-based) of the file list, balanced by bytes, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the parts with `w2v-embed merge`.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Embed only part I of N (0-based) of the file list, balanced by bytes (segments by seconds), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; join the parts with `w2v-embed merge`.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     progress_seconds: Annotated[float, typer.Option(help="When stderr is not a terminal (batch jobs): a progress line this often; 0 = none.")] = 60.0,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: 'local' starts one here, 'auto' or HOST:PORT joins a cluster (needs the ray extra).")] = None,
