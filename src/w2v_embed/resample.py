@@ -9,6 +9,7 @@ carved out of one pass over a file (`carve`) and still equal each segment decode
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -126,33 +127,36 @@ def carve(
         else np.zeros(0)
         for span in spans
     ]  # fmt: skip
-    pending = {i: span for i, span in enumerate(spans) if not isinstance(outcomes[i], AudioError)}
-    # A resampler lives from its span's first block to its last (~90 kB of soxr state each): a group of
-    # thousands of short segments holds only those the current block cuts through.
-    active: dict[int, Resampled] = {}
+    # Spans join when the blocks reach their start and leave when complete, so each block visits only the
+    # spans it cuts through, however many the group holds. A resampler (~90 kB of soxr state) is made at
+    # its span's first piece: a group of thousands of short segments holds only a few at a time.
+    upcoming = deque(sorted((i for i, o in enumerate(outcomes) if not isinstance(o, AudioError)), key=lambda i: spans[i]))
+    active: dict[int, Resampled | None] = {}
     position = first
     for block in blocks:
         mono = downmix(block, channel)
         end = position + len(mono)
-        for i, (start, count) in list(pending.items()):
+        while upcoming and spans[upcoming[0]][0] < end:  # type: ignore[index]
+            active[upcoming.popleft()] = None
+        for i, signal in list(active.items()):
+            start, count = spans[i]  # type: ignore[misc]
             a, b = max(start, position), min(start + count, end)
             if a >= b:
                 continue
             piece = mono[a - position : b - position]
             if not np.isfinite(piece).all():
                 outcomes[i] = _not_finite(path)
-                del pending[i]
-                active.pop(i, None)
+                del active[i]
                 continue
-            signal = active.get(i)
             if signal is None:
                 signal = active[i] = Resampled(rate, target_rate, count)
             signal.add(piece)
             if signal.frames == count:
                 outcomes[i] = signal.finish()
-                del pending[i], active[i]
+                del active[i]
         position = end
-    for i, (start, count) in pending.items():
+    for i in [*active, *upcoming]:
+        start, count = spans[i]  # type: ignore[misc]
         signal = active.get(i)
         if signal is None or signal.frames < max(count - slack, 1):
             outcomes[i] = AudioError(
