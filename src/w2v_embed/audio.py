@@ -125,11 +125,16 @@ def decode_segments(
             outcomes = carve(path, blocks, first, spans, rate, target_rate, channel, slack=0)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
+    return _decoded(outcomes, rate, channels)
+
+
+def _decoded(outcomes: list[np.ndarray | AudioError], rate: int, channels: int) -> list[Decoded | AudioError]:
     return [o if isinstance(o, AudioError) else Decoded(o, rate, channels) for o in outcomes]
 
 
 def _segment_frames(path: Path, segment: tuple[float, float], rate: int, frames: int) -> tuple[int, int] | AudioError:
-    """First frame and frame count of [start, end) seconds, or why the file's length does not allow it."""
+    """First frame and frame count of [start, end) seconds, or why the file's length (`frames`; 0:
+    unknown) does not allow it."""
     start, end = segment
     first, last = round(start * rate), round(end * rate)
     if frames > 0 and last > frames:
@@ -262,9 +267,9 @@ def _segments_with_ffmpeg(
     with ffmpeg.pcm_stream(path, BLOCK_SECONDS, reason, (start, stop)) as (rate, channels, blocks):
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
-        spans = [(round(a * rate), round(b * rate) - round(a * rate)) for a, b in segments]
+        spans = [_segment_frames(path, segment, rate, 0) for segment in segments]  # ffmpeg finds the end as it goes
         outcomes = carve(path, blocks, round(start * rate), spans, rate, target_rate, channel, slack=round(0.01 * rate))
-    return [o if isinstance(o, AudioError) else Decoded(o, rate, channels) for o in outcomes]
+    return _decoded(outcomes, rate, channels)
 
 
 def _libsndfile_reason(path: Path, sf_reason: str) -> str | None:

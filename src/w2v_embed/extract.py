@@ -1,8 +1,9 @@
 """The main job: audio files → features of the chosen layers in one HDF5 file.
 
 Data flows one way: discovered files (or close segments of one recording, together) are decoded
-and resampled in worker threads (ahead of the model, so decoding overlaps inference), embedded by the Embedder's chunk/batch/pool engine, and
-written by the FeatureWriter, which keeps finished work safe across crashes and resumes.
+and resampled in worker threads (ahead of the model, so decoding overlaps inference), embedded by
+the Embedder's chunk/batch/pool engine, and written by the FeatureWriter, which keeps finished
+work safe across crashes and resumes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The same job on a Ray cluster: decode tasks on CPU workers → an actor pool of Embedders → this process.
 
 Ray Data streams the file list through `flat_map` (decoding and resampling as tasks, anywhere in the
-cluster; close segments of one recording are one task) and `map_batches` with a class (actors that each hold one ONNX Runtime session, created
-once), like Ray's batch-inference examples. Results come back to the driver, where `extract`'s one
+cluster; close segments of one recording are one task) and `map_batches` with a class (actors that
+each hold one ONNX Runtime session, created once), like Ray's batch-inference examples. Results come back to the driver, where `extract`'s one
 FeatureWriter stores them: pooled rows are a few kB, and even frame-level rows (~150 kB per audio
 second per layer for a base model) are far below what one writer takes in, so the output, resume
 and crash safety are exactly a local run's. Actors are restarted and their batches retried when a

@@ -4,9 +4,10 @@ Rows of `path, start, end[, id]` in seconds, as a TSV or CSV file with a header 
 the header's: a tab or a comma; columns by name, in any order), a Kaldi data folder's `segments`
 (`utt rec start end`) with its `wav.scp` (`rec path`, plain paths only), or an RTTM file of speaker
 turns (pyannote, dscore), whose recordings are matched to the audio inputs by name. Each segment
-is named by its id (default `path:start-end`; RTTM: `uri:start-end:speaker`). Only segments are read, never the recording whole:
-segments of one recording that lie close together (`close_groups`) are decoded in one pass over
-the span they cover, the others each by a seek of their own. A row that cannot be a segment
+is named by its id (default `path:start-end`; RTTM: `uri:start-end:speaker`). Only segments are
+read, never the recording whole: segments of one recording that lie close together
+(`close_groups`) are decoded in one pass over the span they cover, the others each by a seek of
+their own. A row that cannot be a segment
 becomes a failure with its row number; the others go on.
 """
 
@@ -194,9 +195,7 @@ def close_groups(
             start, end = files[index].segment  # type: ignore[misc]
             if group and (start - reach > max_gap or seconds + end - start > max_seconds):
                 groups.append(group)
-                group = []
-            if not group:
-                reach = seconds = 0.0
+                group, reach, seconds = [], 0.0, 0.0
             group.append(index)
             reach, seconds = max(reach, end), seconds + end - start
         groups.append(group)
