@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UsageError
 from ..layers import Layer
 from ..pooling import window_times
-from .layout import RunInfo
+from .layout import RunInfo, Segment
 
 
 class JsonLinesWriter:
@@ -39,7 +39,7 @@ class JsonLinesWriter:
         num_samples: int,
         source_sample_rate: int,
         features: Mapping[Layer, np.ndarray],
-        segment: tuple[str, float, float] | None = None,
+        segment: Segment | None = None,
     ) -> None:
         info = self.info
         where = {"source_path": segment[0], "segment_start": segment[1], "segment_end": segment[2]} if segment else {}
