@@ -1,0 +1,43 @@
+"""The sink seam: where an extraction's rows go. One writer per output format implements it (HDF5's
+FeatureWriter, JSON Lines, units, Kaldi, fairseq, Parquet), so an engine feeds any of them alike.
+
+Rows arrive in completion order (batching sorts by length, Ray returns whatever finishes first);
+each carries its position in the input listing, and a sink presents its rows in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..layers import Layer
+from .layout import Segment
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input's features, as an engine hands them to a sink."""
+
+    index: int  # position in the input listing (the whole listing when sharded): rows are stored in this order
+    name: str
+    num_samples: int  # at the model's sample rate
+    source_sample_rate: int
+    features: Mapping[Layer, np.ndarray]  # pooled (D,) per layer, or (frames or windows, D)
+    segment: Segment | None = None  # (source path, start, end) when the row is a part of a recording
+
+
+class Sink(Protocol):
+    """add / add_failure while a run works, then close (finished) or abort (interrupted)."""
+
+    done: set[str]  # names already stored (an earlier run, when resuming): the engine skips them
+
+    def add(self, row: Row) -> None: ...
+
+    def add_failure(self, index: int, name: str, error: str) -> None: ...
+
+    def close(self) -> object: ...
+
+    def abort(self) -> None: ...
