@@ -39,17 +39,34 @@ def test_select_splits_the_sorted_unique_list(tmp_path):
         path = tmp_path / f"f{i:02d}.wav"
         path.write_bytes(b"x" * (i * 37 % 11 + 1))
         files.append(AudioFile(path, str(path)))
-    parts = [select(list(reversed(files)) + files[:3], Shard(i, 3)) for i in range(3)]
+    given = list(reversed(files)) + files[:3]
+    deals = [select(given, Shard(i, 3)) for i in range(3)]
+    parts = [deal.files for deal in deals]
     names = [f.name for part in parts for f in part]
     assert sorted(names) == sorted(f.name for f in files) and len(set(names)) == 20  # every file once
-    assert all([f.name for f in part] == sorted(f.name for f in part) for part in parts)
+    # each part in the given list's order, numbered by the first place a name has in it
+    assert all([f.index for f in part] == sorted(f.index for f in part) for part in parts)
+    assert all(given[f.index].name == f.name and f.index < 20 for part in parts for f in part)
+    assert [f.name for f in select(files, Shard(0, 3)).files] == sorted(f.name for f in parts[0])  # the deal ignores order
+    assert len({deal.fingerprint for deal in deals}) == 1 and select(files, Shard(0, 3)).fingerprint == deals[0].fingerprint
+
+
+def test_the_fingerprint_changes_when_a_size_the_deal_used_changes(tmp_path):
+    files = []
+    for i in range(6):
+        (tmp_path / f"f{i}.wav").write_bytes(b"x" * (10 + i))
+        files.append(AudioFile(tmp_path / f"f{i}.wav", f"f{i}.wav"))
+    before = select(files, Shard(0, 2)).fingerprint
+    (tmp_path / "f3.wav").write_bytes(b"x" * 100)  # a copy still arriving
+    assert select(files, Shard(0, 2)).fingerprint != before
+    assert select(files, Shard(0, 3)).fingerprint != select(files, Shard(0, 2)).fingerprint
 
 
 def test_segments_are_balanced_by_their_seconds_not_their_recording(tmp_path):
     (tmp_path / "rec.wav").write_bytes(b"\0" * 1000)
     rows = [AudioFile(tmp_path / "rec.wav", f"s{i}", segment=(0.0, seconds)) for i, seconds in enumerate([10, 1, 1, 8])]
     rejected = AudioFile(Path("."), "bad row", problem="line 9: backwards")
-    parts = [{f.name for f in select([*rows, rejected], Shard(i, 2))} for i in range(2)]
+    parts = [{f.name for f in select([*rows, rejected], Shard(i, 2)).files} for i in range(2)]
     assert sorted((part - {"bad row"} for part in parts), key=len) == [{"s0"}, {"s1", "s2", "s3"}]  # 10 s vs 8 + 1 + 1
     assert sum("bad row" in part for part in parts) == 1  # weighs nothing, still recorded by one shard
 

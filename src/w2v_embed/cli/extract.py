@@ -158,8 +158,9 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
     if shard is not None:
-        options = replace(options, shard=str(shard), total_files=len(files))
-        files = select(files, shard)
+        deal = select(files, shard)
+        options = replace(options, shard=str(shard), total_files=deal.total, shard_deal=deal.fingerprint)
+        files = deal.files
     show = not quiet and not json_summary
     with ProgressBar(show and err.is_terminal, len(files)) as bar:
         log = ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
