@@ -131,6 +131,35 @@ def test_merge_refuses_a_missing_or_repeated_shard(tmp_path):
     _refused(tmp_path, [*shards, shards[0]], "given twice")
 
 
+def test_merge_refuses_shards_dealt_from_different_listings(tmp_path):
+    """Between two jobs of an array a file grew (a copy still arriving), the deal moved: refused, not
+    '7 files, 0 failed' with a file in no shard."""
+    shards = _shards(tmp_path, 2, shard_deal="a" * 64)
+    run = info_for(shard="1/2", shard_files=6, total_files=12, shard_deal="b" * 64)
+    shards[1] = write(tmp_path / "s1b.h5", run, [k for k in range(12) if k % 2])
+    _refused(tmp_path, shards, "dealt from different listings", str(shards[1]))
+
+
+def test_merge_refuses_shards_whose_files_do_not_add_up(tmp_path):
+    a = write(tmp_path / "a.h5", info_for(shard="0/2", shard_files=3, total_files=8), [0, 1, 2])
+    b = write(tmp_path / "b.h5", info_for(shard="1/2", shard_files=4, total_files=8), [3, 4, 5, 6])
+    _refused(tmp_path, [a, b], "hold 7 files between them", "has 8")
+
+
+def test_a_shard_run_records_its_deal_and_resume_compares_it(onnx_model, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus)
+    common = ["-m", str(onnx_model("group")), "--layers", "1", "-q", "--shard", "0/2"]
+    assert cli("extract", str(corpus), "-o", str(tmp_path / "p.h5"), *common).returncode in (0, 1)  # corrupt.wav fails
+    deal = read_summary(tmp_path / "p.h5")["shard_deal"]
+    assert len(deal) == 64
+    biggest = max(corpus.rglob("*.wav"), key=lambda p: p.stat().st_size)
+    with biggest.open("ab") as f:
+        f.write(b"\0" * 4_000_000)  # grows: the deal may move files between parts
+    proc = cli("extract", str(corpus), "-o", str(tmp_path / "p.h5"), "--resume", *common)
+    assert proc.returncode == 1 and "cannot resume" in proc.stderr and "shard deal" in proc.stderr, proc.stderr
+
+
 def test_merge_refuses_an_unfinished_or_incomplete_shard(tmp_path):
     shards = _shards(tmp_path, 2)
     shards[1].unlink()
