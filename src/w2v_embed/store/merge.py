@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -70,75 +71,134 @@ def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[s
     return sources, [(n, e) for n, e in failures.items() if n not in stored]
 
 
-def _destinations(sources: list[_Source], order: Order) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each source's kept rows' places in the output, and the output's /input_index. Rows the order does
-    not place (names outside the listing, files from before /input_index) follow the others, as given."""
-    keys: list[float] = []
-    for source in sources:
-        for row in np.flatnonzero(source.keep).tolist():
-            if isinstance(order, Mapping):
-                key = order.get(source.names[row])
-            elif order == "stored" and source.stored_index is not None:
-                key = int(source.stored_index[row])
-            else:
-                key = None
-            keys.append(np.inf if key is None else key)
-    key_array = np.asarray(keys, dtype=np.float64)
-    placed = np.isfinite(key_array)
-    after = int(key_array[placed].max()) + 1 if placed.any() else 0
-    key_array[~placed] = after + np.arange(int((~placed).sum()))
-    ranking = np.argsort(key_array, kind="stable")
-    places = np.empty(len(keys), dtype=np.int64)
-    places[ranking] = np.arange(len(keys))
-    counts = np.cumsum([0] + [int(s.keep.sum()) for s in sources])
-    return [places[a:b] for a, b in zip(counts[:-1], counts[1:])], key_array[ranking].astype(np.int64)
+def _in_order(sources: list[_Source], order: Order) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+    """The output's rows as runs (source, first row, stop row) in output order, and its /input_index.
+    Rows the order does not place (names outside the listing, files from before /input_index) follow
+    the others, as given."""
+    source_of, row_of, keys = [], [], []
+    for number, source in enumerate(sources):
+        rows = np.flatnonzero(source.keep)
+        if isinstance(order, Mapping):
+            found = [order.get(source.names[r]) for r in rows.tolist()]
+            key = np.array([np.inf if k is None else k for k in found], dtype=np.float64)
+        elif order == "stored" and source.stored_index is not None:
+            key = source.stored_index[rows].astype(np.float64)
+        else:
+            key = np.full(len(rows), np.inf)
+        source_of.append(np.full(len(rows), number, dtype=np.int64))
+        row_of.append(rows)
+        keys.append(key)
+    key = np.concatenate(keys) if keys else np.zeros(0)
+    placed = np.isfinite(key)
+    after = int(key[placed].max()) + 1 if placed.any() else 0
+    key[~placed] = after + np.arange(int((~placed).sum()))
+    ranking = np.argsort(key, kind="stable")
+    source_of = np.concatenate(source_of)[ranking] if sources else np.zeros(0, np.int64)
+    row_of = np.concatenate(row_of)[ranking] if sources else np.zeros(0, np.int64)
+    breaks = np.flatnonzero((np.diff(source_of) != 0) | (np.diff(row_of) != 1)) + 1
+    starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(row_of)]])
+    runs = [(int(source_of[a]), int(row_of[a]), int(row_of[b - 1]) + 1) for a, b in zip(starts, stops) if b > a]
+    return runs, key[ranking].astype(np.int64)
 
 
-def _runs(rows: np.ndarray, places: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """(first row, stop row, first place) of each stretch of rows that land one after another."""
-    if not len(rows):
-        return
-    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(places) != 1)) + 1
-    for a, b in zip(np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [len(rows)]]).tolist()):
-        yield int(rows[a]), int(rows[b - 1]) + 1, int(places[a])
+class _Inputs:
+    """The merge's inputs, opened when first read and closed again past `keep_open` (a run of
+    frame-level files has a segment per long file: thousands)."""
+
+    def __init__(self, paths: list[Path], keep_open: int = 64) -> None:
+        self.paths, self.keep_open = paths, keep_open
+        self._open: OrderedDict[int, h5py.File] = OrderedDict()
+
+    def __call__(self, number: int) -> h5py.File:
+        if number in self._open:
+            self._open.move_to_end(number)
+        else:
+            if len(self._open) >= self.keep_open:
+                self._open.popitem(last=False)[1].close()
+            self._open[number] = h5py.File(self.paths[number], "r")
+        return self._open[number]
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
 
 
 def _copy(src: h5py.Dataset, dst: h5py.Dataset, start: int, stop: int, at: int) -> None:
     """dst[at:] = src[start:stop], a bounded block at a time."""
-    row_bytes = max(1, int(np.prod(src.shape[1:], dtype=np.int64)) * src.dtype.itemsize)
-    step = max(1, COPY_BYTES // row_bytes)
+    step = _block_rows(src)
     for s in range(start, stop, step):
         e = min(stop, s + step)
         dst[at + s - start : at + e - start] = src[s:e]
 
 
+def _block_rows(dataset: h5py.Dataset) -> int:
+    return max(1, COPY_BYTES // max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize))
+
+
+def _copy_in_order(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, int, int]]) -> None:
+    """dst = the concatenation of input[s][a:b] for each span (s, a, b), gathered into blocks of about
+    COPY_BYTES: each block reads once from each input it draws on and writes once, so rows finishing
+    out of order (many short spans) cost about what one long run does."""
+    name = dst.name
+    budget = _block_rows(dst)
+    block: list[tuple[int, int, int]] = []
+    at = units = 0
+
+    def flush() -> None:
+        nonlocal at, units
+        if not block:
+            return
+        ranges: dict[int, tuple[int, int]] = {}
+        for s, a, b in block:  # an input's spans in one block are one stretch of its rows: read it once
+            lo, hi = ranges.get(s, (a, b))
+            ranges[s] = (min(lo, a), max(hi, b))
+        data = {s: inputs(s)[name][lo:hi] for s, (lo, hi) in ranges.items()}
+        dst[at : at + units] = np.concatenate([data[s][a - ranges[s][0] : b - ranges[s][0]] for s, a, b in block])
+        at += units
+        units = 0
+        block.clear()
+
+    for s, a, b in spans:
+        if b - a >= budget:  # a long file's frames: copied straight, block by block
+            flush()
+            _copy(inputs(s)[name], dst, a, b, at)
+            at += b - a
+            continue
+        if units + b - a > budget:
+            flush()
+        block.append((s, a, b))
+        units += b - a
+    flush()
+
+
 def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "stored") -> None:
     """Stream all inputs into one new output file, rows in `order` (see Order), each row once."""
     sources, failures = _plan(paths, info)
-    places, index = _destinations(sources, order)
-    rows = len(index)
-    sizes = np.zeros(rows, dtype=np.int64)  # frames (or windows) of each output row
-    for source, place in zip(sources, places):
-        if source.offsets is not None:
-            sizes[place] = np.diff(source.offsets)[source.keep]
-    out_offsets = np.concatenate([[0], np.cumsum(sizes)])
+    runs, index = _in_order(sources, order)
     per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ())]
     per_frame = [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed)
-    with create_h5(out) as f:
-        create_layout(f, info, rows, int(out_offsets[-1]), failures, resizable=True)
-        f.attrs["run_id"] = uuid.uuid4().hex  # this file's identity: readers notice when it is replaced
-        f["input_index"][:] = index
-        if info.has_offsets:
-            f["offsets"][:] = out_offsets
-        for source, place in zip(sources, places):
-            with h5py.File(source.path, "r") as src:
-                for a, b, at in _runs(np.flatnonzero(source.keep), place):
-                    for name in per_row + (per_frame if source.offsets is None else []):  # pooled: a row each
-                        _copy(src[name], f[name], a, b, at)
-                    if source.offsets is not None:
-                        fa, fb = int(source.offsets[a]), int(source.offsets[b])
-                        for name in per_frame:
-                            _copy(src[name], f[name], fa, fb, int(out_offsets[at]))
+    if info.has_offsets:  # frames (or windows) are rows of the layer datasets: their own spans
+        frame_runs = [(s, int(sources[s].offsets[a]), int(sources[s].offsets[b])) for s, a, b in runs]
+        sizes = np.concatenate([np.diff(sources[s].offsets[a : b + 1]) for s, a, b in runs] or [np.zeros(0, np.int64)])
+        out_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    else:
+        per_row += per_frame
+        frame_runs, per_frame, out_offsets = [], [], np.zeros(1, np.int64)
+    inputs = _Inputs(paths)
+    try:
+        with create_h5(out) as f:
+            create_layout(f, info, len(index), int(out_offsets[-1]), failures, resizable=True)
+            f.attrs["run_id"] = uuid.uuid4().hex  # this file's identity: readers notice when it is replaced
+            f["input_index"][:] = index
+            if info.has_offsets:
+                f["offsets"][:] = out_offsets
+            for name in per_row:
+                _copy_in_order(inputs, f[name], runs)
+            for name in per_frame:
+                _copy_in_order(inputs, f[name], frame_runs)
+    finally:
+        inputs.close()
 
 
 # -- merging shards --------------------------------------------------------------------------------
