@@ -157,6 +157,29 @@ def test_bin_with_objects_is_refused_for_safety_not_called_damaged(checkpoint_di
     assert "damaged" not in message and "truncated" not in message  # a zip-format file is whole
 
 
+def test_the_documented_conversion_of_a_trusted_bin_makes_it_exportable(checkpoint_dir, tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import ROOT
+
+    folder = tmp_path / "trusted"
+    shutil.copytree(checkpoint_dir("group"), folder)
+    weights = folder / "model.safetensors"
+    torch.save({"state_dict": {**load_file(weights), "step": np.int64(7)}}, folder / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(W2VEmbedError, match="not loaded for safety"):
+        _export(folder, tmp_path / "x.onnx", verify=False)
+    doc = (ROOT / "docs" / "export-checks.md").read_text()
+    command = shlex.split(re.search(r"```bash\n(python -c .*?)\n```", doc, re.S).group(1))
+    subprocess.run([sys.executable, *command[1:]], cwd=folder, check=True, timeout=120)
+    assert _export(folder, tmp_path / "x.onnx").report.ok
+
+
 # --- --subfolder must stay inside the repository ---------------------------------------------------
 
 

@@ -55,7 +55,12 @@ def _layers_hint(arrays: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
         return len({m.group(1) for m in map(re.compile(r"encoder\.layers\.(\d+)\.").match, names) if m})
 
     have, want = count(iter(arrays)), count(iter(expected))
-    return f" (the checkpoint has {have} encoder layers, config.json's num_hidden_layers is {want})" if have != want else ""
+    if have == want:
+        return ""
+    return (
+        f" (the checkpoint has {have} encoder layers, config.json's num_hidden_layers is {want}; to embed from "
+        "fewer layers, export them all and pass extract --layers N, which stops there)"
+    )
 
 
 def check_graph_uses(reference: Any) -> None:

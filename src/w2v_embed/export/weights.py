@@ -209,8 +209,8 @@ def _refused(path: Path, message: str) -> str:
     truncated = "" if zipfile.is_zipfile(path) else " (or the file is truncated)"
     return (
         f"{path}: holds Python code or objects besides tensors{what}, which are not loaded for safety{truncated}; "
-        "if you trust its source, convert it to safetensors (transformers: from_pretrained, then "
-        "save_pretrained(folder, safe_serialization=True)) and export that folder"
+        "if you trust its source, convert it to model.safetensors (torch.load(..., weights_only=False), then "
+        "safetensors.torch.save_file; docs/export-checks.md) and export again"
     )
 
 
