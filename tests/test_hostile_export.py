@@ -255,13 +255,16 @@ def test_model_with_invalid_metadata_is_refused_when_loaded(onnx_model, tmp_path
         OnnxModel(model, device="cpu")
 
 
-def test_info_on_a_model_with_invalid_metadata_is_one_line_exit_1(onnx_model, tmp_path):
+@pytest.mark.parametrize("command", ["info", "extract"])
+def test_info_and_extract_on_a_model_with_invalid_metadata_are_one_line_exit_1(onnx_model, tmp_path, command):
     from typer.testing import CliRunner
 
     from w2v_embed.cli import app
 
     model = _edited_model(onnx_model("group"), tmp_path / "edited.onnx", hidden_size="-1")
-    result = CliRunner().invoke(app, ["info", str(model)], env={"COLUMNS": "400"})
+    wav = write_audio(tmp_path / "a.wav", sine(1.0, 16_000), 16_000)
+    args = [str(model)] if command == "info" else [str(wav), "-o", str(tmp_path / "o.h5"), "-m", str(model)]
+    result = CliRunner().invoke(app, [command, *args], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [
         f"error: {model}: the model's metadata is invalid (hidden_size -1: expected an integer from 1 to 65536); "
