@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import W2VEmbedError
+from ..architecture import config_problem
+from ..errors import UsageError, W2VEmbedError
 from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights, read_state_dict
-
-# Keys of Wav2Vec2Model that inference never reads; checkpoints may lack them.
-OPTIONAL_KEYS = ("masked_spec_embed",)
 
 
 def require_export_extra(module: str) -> Any:
@@ -78,11 +76,15 @@ class Checkpoint:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise W2VEmbedError(f"{path}: not found (a checkpoint folder needs config.json)") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise W2VEmbedError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):  # `null` or a list parse, then fail on the first .get()
+        kind = "null" if value is None else {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+        raise W2VEmbedError(f"{path}: expected a JSON object {{...}}, found {kind}")
+    return value
 
 
 def weight_folders(files: Iterable[str], under: str = "") -> list[str]:
@@ -136,6 +138,19 @@ def _subfolder(*parts: str | None) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def _check_inside(source: str, subfolder: str | None) -> None:
+    """A sub-folder is a place inside the repository: `..`, an absolute path, or (locally) a link that
+    leads out of it would read another checkpoint under this one's name."""
+    if not subfolder:
+        return
+    root = Path(source)
+    escapes = Path(subfolder).is_absolute() or ".." in Path(subfolder).parts
+    if not escapes and root.is_dir():
+        escapes = not (root / subfolder).resolve().is_relative_to(root.resolve())
+    if escapes:
+        raise UsageError(f"--subfolder {subfolder}: not inside {source}; give a folder within the repository")
+
+
 def resolve(
     source: str, revision: str | None = None, subfolder: str | None = None, cache_dir: str | None = None
 ) -> Checkpoint:
@@ -144,6 +159,7 @@ def resolve(
     When the folder asked for has config.json but no weights, the one sub-folder below it that holds
     both is used (several: an error listing them).
     """
+    _check_inside(source, subfolder)
     local = Path(source) / (subfolder or "")
     if local.is_dir():
         if not (local / CONFIG).exists():
@@ -252,44 +268,44 @@ class _Hub:
 
 def load_reference_model(checkpoint: Checkpoint) -> Any:
     """The family's transformers PyTorch model (Wav2Vec2Model, HubertModel …) with the checkpoint's
-    encoder weights (heads dropped)."""
-    torch = require_export_extra("torch")
-    transformers = require_export_extra("transformers")
+    encoder weights (heads dropped); every other weight of the checkpoint must be one it uses."""
+    from .coverage import check_against_model
     from .families import SUPPORTED_MODEL_TYPES, family
 
+    config_path = checkpoint.folder / CONFIG
     config_dict = checkpoint.config
     model_type = config_dict.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise W2VEmbedError(
-            f"{checkpoint.folder / 'config.json'}: model_type {model_type!r} is not supported "
+            f"{config_path}: model_type {model_type!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
-    try:
-        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
-    except Exception as exc:  # transformers raises several kinds for a bad config
-        raise W2VEmbedError(f"{checkpoint.folder / 'config.json'}: cannot read config ({exc})") from exc
+    problem = config_problem(config_dict)  # before torch: a 10¹²-wide layer must not reach an allocator
+    if problem:
+        raise W2VEmbedError(f"{config_path}: {problem}")
+    torch = require_export_extra("torch")
+    transformers = require_export_extra("transformers")
     # Built without memory or random init, then given the checkpoint's arrays themselves (assign): the
     # weights are held once, which is what lets a 2B model (8.6 GB) export on a 24 GB machine.
-    with torch.device("meta"):
-        model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
+    try:
+        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
+        with torch.device("meta"):
+            model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
+    except Exception as exc:  # transformers raises several kinds for a bad config (unknown activation …)
+        raise W2VEmbedError(f"{config_path}: cannot build the model it describes ({_reason(exc)})") from exc
     arrays = read_state_dict(checkpoint.weights)
     expected = model.state_dict()
-    weights_name = checkpoint.weights[0].name
-    missing = [k for k in expected if k not in arrays and k not in OPTIONAL_KEYS]
-    if missing:
-        raise W2VEmbedError(
-            f"{weights_name}: {len(missing)} encoder weights missing (e.g. {missing[0]}); "
-            "does it belong to this config.json?"
-        )
-    for key, tensor in expected.items():
-        if key in arrays and tuple(arrays[key].shape) != tuple(tensor.shape):
-            raise W2VEmbedError(
-                f"{weights_name}: {key} has shape {tuple(arrays[key].shape)} but config.json implies "
-                f"{tuple(tensor.shape)}"
-            )
+    check_against_model(arrays, expected, checkpoint.weights[0].name)
     state = {
         k: torch.from_numpy(arrays[k]) if k in arrays else torch.zeros(t.shape, dtype=t.dtype)  # unused by inference
         for k, t in expected.items()
     }
     model.load_state_dict(state, assign=True)
     return model
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as one line: its type when it says little (KeyError 'gelu_x'), its lines joined."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines)[:300]
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, (KeyError, TypeError)) or not text else text

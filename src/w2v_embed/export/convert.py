@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..layers import LAST, output_name
 from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .coverage import check_graph_uses
 from .families import feat_extract_norm, stable_layer_norm
 from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
 from .quantize import PRECISIONS, reduce_precision
@@ -123,6 +124,7 @@ def export_model(
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
+    check_graph_uses(reference)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
