@@ -145,7 +145,7 @@ def test_close_segments_share_one_read_and_equal_each_decoded_alone(tmp_path, mo
         sf.write(tmp_path / "cut.flac", sf.read(tmp_path / "rec.flac", dtype="float32", always_2d=True)[0][round(a * rate) : round(b * rate)], rate, subtype="PCM_24")
         np.testing.assert_array_equal(got.samples, decode(tmp_path / "cut.flac").samples)
         assert (got.source_sample_rate, got.source_channels) == (rate, channels)
-    assert isinstance(together[-1], AudioError) and "ends at 25 s, past the audio's end (20.00 s)" in str(together[-1])
+    assert isinstance(together[-1], AudioError) and "ends at 25.000 s, 5.000 s past the audio's end at 20.000 s" in str(together[-1])
 
 
 def test_close_segments_through_ffmpeg_share_one_process(tmp_path, monkeypatch):
