@@ -414,3 +414,26 @@ def test_cli_lhotse_cuts(onnx_model, tmp_path):
     mono = [c for c in cuts if c.recording.id in ("a", "b")]
     assert sorted(w2v_embed.load(out)[0]) == sorted(c.id for c in mono)
     assert len(w2v_embed.read_summary(out)["failed"]) == len(cuts) - len(mono)
+
+
+def _doc_blocks(language: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "segments.md").read_text()
+    return [block.split("```")[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_the_examples_in_docs_segments_md(tmp_path, monkeypatch):
+    (tsv,), (csv,), (recipe,) = _doc_blocks("tsv"), _doc_blocks("csv"), _doc_blocks("python")
+    assert [(f.name, str(f.path), f.segment) for f in parse_table(tsv, "s.tsv")] == [
+        ("a-1", "rec/a.wav", (0.5, 2.25)), ("rec/a b.wav:3-4.5", "rec/a b.wav", (3.0, 4.5))]
+    assert [(f.name, str(f.path), f.segment) for f in parse_table(csv, "s.csv")] == [
+        ("c-1", "rec/with,comma.wav", (0.0, 1.5)), ("trailing-space", "rec/a.wav ", (1.0, 2.0))]
+    lhotse = pytest.importorskip("lhotse")
+    monkeypatch.chdir(tmp_path)
+    sf.write("a.wav", np.zeros(16_000 * 2, np.float32), 16_000)
+    sf.write("b.flac", np.zeros(22_050, np.float32), 22_050)
+    exec(recipe, {})
+    rows = read_segments("cuts.jsonl.gz")
+    cuts = lhotse.CutSet.from_file("cuts.jsonl.gz")
+    assert [(f.name, str(f.path), f.segment, f.problem) for f in rows] == [
+        (c.id, c.recording.sources[0].source, (c.start, c.end), None) for c in cuts]
+    assert [f.segment for f in rows] == [(0.0, 1.25), (1.25, 2.0), (0.0, 1.0)]

@@ -28,7 +28,7 @@ from .errors import AudioError, one_line
 from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
 from .resample import NORM_EPS, carve, normalize, past_end, resample_blocks
 
-__all__ = ["AudioError", "Decoded", "FFMPEG_HINT", "MAX_OVERSHOOT", "NORM_EPS", "TARGET_SAMPLE_RATE", "decode",
+__all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "NORM_EPS", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode",
            "decode_segments", "ffmpeg_executable", "normalize"]
 
 TARGET_SAMPLE_RATE = 16000
