@@ -331,10 +331,17 @@ def test_a_kaldi_folder_with_10_ms_rounded_ends_loses_nothing(onnx_model, tmp_pa
     assert got.truncated == pytest.approx(0.003, abs=1 / 16_000)
     with pytest.raises(AudioError, match=r"ends at 5\.660 s, 0\.003 s past the audio's end at 5\.657 s"):
         decode(tmp_path / "rec0.wav", segment=(0.0, 5.66), max_overshoot=0.002)
+    proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", model, "--overwrite")
+    assert proc.returncode == 0 and "9 ok (6 truncated), 0 failed" in proc.stderr, proc.stderr
     proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", model, "--overwrite",
                 "--max-overshoot", "0")
     assert proc.returncode == 1 and "6 failed" in proc.stderr, proc.stderr
     assert "ends at 5.660 s, 0.003 s past the audio's end at 5.657 s" in dict(w2v_embed.read_summary(out)["failed"])["rec0-0"]
+    from w2v_embed.extract import ExtractOptions
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--max-overshoot"):
+            ExtractOptions(max_overshoot=bad)
 
 
 def test_overshoot_through_ffmpeg(tmp_path):

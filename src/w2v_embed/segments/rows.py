@@ -1,7 +1,7 @@
 """What every segment-list reader shares: times, rows, rejected rows, unique names, lines.
 
 A row that cannot be a segment becomes an AudioFile with a `problem` (extract records it under
-/failed with its line number); only a list that holds no segment at all is a UsageError.
+/failed with its line number); only a list that holds no segment at all is refused (W2VEmbedError).
 """
 
 from __future__ import annotations
