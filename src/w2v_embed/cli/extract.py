@@ -28,7 +28,8 @@ def extract(
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts (default: --window, no overlap).")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
-    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (segments + wav.scp), or an .rttm file (its recordings are the inputs, matched by name without extension).")] = None,
+    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (wav.scp [+ segments]), a lhotse cuts.jsonl[.gz], or an .rttm file (its recordings are the inputs, matched by name without extension). See docs/segments.md.")] = None,
+    max_overshoot: Annotated[float, typer.Option(help="Seconds a segment may end past its audio's end and be cut there (Kaldi's extract-segments rule); beyond, it fails.")] = 0.5,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")] = False,
@@ -83,7 +84,8 @@ def extract(
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
+    options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,
+                          max_overshoot=max_overshoot))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard, segments)
     if not math.isfinite(progress_seconds) or progress_seconds < 0:
         fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
@@ -171,12 +173,14 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if json_summary:
         print(json.dumps({
             "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
+            "truncated": summary.truncated,
             "audio_seconds": round(summary.audio_seconds, 3), "wall_seconds": round(summary.wall_seconds, 3),
             "realtime_factor": round(summary.realtime_factor, 2), "failures": [list(f) for f in summary.failures],
         }))
     elif not quiet:
         err.print(
-            f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done · "
+            f"{summary.ok} ok{f' ({summary.truncated} truncated)' if summary.truncated else ''}, "
+            f"{summary.failed} failed, {summary.skipped} already done · "
             f"{summary.audio_seconds / 3600:.2f} h audio in {summary.wall_seconds:.1f} s "
             f"({summary.realtime_factor:.1f}× real-time) → {shown(summary.output)}"
         )
