@@ -20,6 +20,7 @@ from w2v_embed.discover import AudioFile
 from w2v_embed.errors import UsageError
 from w2v_embed.extract import extract
 from w2v_embed.segments import close_groups, parse_rttm, parse_table, read_segments
+from w2v_embed.store import read_summary
 
 
 def test_tsv_csv_and_kaldi_rows(tmp_path):
@@ -325,6 +326,9 @@ def test_a_kaldi_folder_with_10_ms_rounded_ends_loses_nothing(onnx_model, tmp_pa
     with h5py.File(out) as f:
         stored = dict(zip(f["paths"].asstr()[()], f["num_samples"][()]))
     assert stored == {name: len(x) for name, x in expected.items()}
+    assert read_summary(out)["truncated"] == 6  # recorded per row (/segment_truncated): `info` shows it
+    with w2v_embed.open(out) as o:
+        assert o.segment("rec0-0")[2] == pytest.approx(5.66)  # the listed end, so a resume compares alike
     # The truncated segment is the audio to its end, as decoded alone.
     got = decode(tmp_path / "rec0.wav", segment=(0.0, 5.66))
     np.testing.assert_array_equal(got.samples, expected["rec0-0"])

@@ -293,7 +293,7 @@ def extract(
             else:
                 segment = (os.fsdecode(file.path), *file.segment) if file.segment is not None else None
                 writer.add(Row(file.index, result.name, result.num_samples, result.source_sample_rate, result.features,
-                               segment))
+                               segment, result.truncated))
                 summary.ok += 1
                 summary.truncated += result.truncated > 0
                 summary.audio_seconds += seconds
