@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from .console import app, err, fail, run, shown
 from .progress import ProgressBar, ProgressLog
 
@@ -78,6 +78,8 @@ def extract(
         fail(UsageError("--resume and --overwrite exclude each other"))
     if str(output) == "-" and (resume or overwrite or json_summary):
         fail(UsageError("-o - streams rows to stdout: --resume, --overwrite and --json-summary do not apply"))
+    if str(output) == "-" and sys.stdout is None:  # started with stdout closed (`>&-`)
+        fail(W2VEmbedError("-o -: stdout is closed; give it a pipe or a file, or write an .h5 file with -o FILE"))
     if dtype not in ("float32", "float16"):
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,

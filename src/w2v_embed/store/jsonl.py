@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from ..layers import Layer
 from ..pooling import window_times
 from .layout import RunInfo, Segment
@@ -59,11 +59,25 @@ class JsonLinesWriter:
         """Failures are reported by the caller (stderr); stdout carries rows only."""
 
     def _write(self, row: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(row) + "\n")  # ASCII: names that are not UTF-8 survive as \\udcXX
-        self.stream.flush()  # a consumer sees each file as it finishes
+        self._flushed(json.dumps(row) + "\n")  # ASCII: names that are not UTF-8 survive as \\udcXX
+
+    def _flushed(self, text: str = "") -> None:
+        """Write and flush (a consumer sees each file as it finishes). A stream that cannot take the
+        rows (/dev/full, a closed file) ends the run with one line; a reader that left (`| head`)
+        raises BrokenPipeError, which the CLI ends quietly, as Unix tools do."""
+        try:
+            if text:
+                self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+            where = getattr(self.stream, "name", "the stream")
+            raise W2VEmbedError(f"-o -: cannot write the rows to {where}: {getattr(exc, 'strerror', None) or exc}") from exc
 
     def __enter__(self) -> JsonLinesWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stream.flush()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:  # else each row was flushed already, and the error in flight is the one to show
+            self._flushed()
