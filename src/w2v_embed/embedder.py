@@ -73,6 +73,8 @@ def _check_options(options: EmbedOptions) -> None:
         if options.window_seconds < MIN_WINDOW_SECONDS:
             raise UsageError(f"--window {options.window_seconds:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
         _check_seconds("--hop", options.hop, zero_ok=False)
+        if options.hop < MIN_WINDOW_SECONDS:  # windows less than a frame apart repeat each other's frames
+            raise UsageError(f"--hop {options.hop:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
     elif options.hop_seconds is not None:
         raise UsageError("--hop needs --window")
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from .console import app, err, fail, run, shown
 from .progress import ProgressBar, ProgressLog
 
@@ -50,6 +50,7 @@ def extract(
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: 'local' starts one here, 'auto' or HOST:PORT joins a cluster (needs the ray extra).")] = None,
     ray_actors: Annotated[int, typer.Option(help="With --ray: Embedder actors, each holding the model (--threads each; one GPU each with --device cuda).")] = 1,
     ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
+    ray_timeout: Annotated[float, typer.Option(help="With --ray: most seconds to start or join Ray, and again for the actors to start (load the model).")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
@@ -79,6 +80,8 @@ def extract(
         fail(UsageError("--resume and --overwrite exclude each other"))
     if str(output) == "-" and (resume or overwrite or json_summary):
         fail(UsageError("-o - streams rows to stdout: --resume, --overwrite and --json-summary do not apply"))
+    if str(output) == "-" and sys.stdout is None:  # started with stdout closed (`>&-`)
+        fail(W2VEmbedError("-o -: stdout is closed; give it a pipe or a file, or write an .h5 file with -o FILE"))
     if dtype not in ("float32", "float16"):
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
@@ -95,7 +98,8 @@ def extract(
 
         address = None if ray.strip().lower() in ("", "local") else ray.strip()
         ray_options = run(partial(RayOptions, address=address, actors=ray_actors, threads_per_actor=threads or 1,
-                                   gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip))
+                                   gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip,
+                                   start_timeout_s=ray_timeout, quiet=quiet))
     run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
          ray_options)
 
