@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import W2VEmbedError
-from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights, read_state_dict
+from .weights import INDEX_SUFFIX, WEIGHT_FILES, WEIGHT_G, find_weights, read_state_dict
 
 # Keys of Wav2Vec2Model that inference never reads; checkpoints may lack them.
 OPTIONAL_KEYS = ("masked_spec_embed",)
@@ -272,8 +272,8 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
     # weights are held once, which is what lets a 2B model (8.6 GB) export on a 24 GB machine.
     with torch.device("meta"):
         model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
-    arrays = read_state_dict(checkpoint.weights)
     expected = model.state_dict()
+    arrays = read_state_dict(checkpoint.weights, weight_norm=WEIGHT_G in expected)
     weights_name = checkpoint.weights[0].name
     missing = [k for k in expected if k not in arrays and k not in OPTIONAL_KEYS]
     if missing:
@@ -288,7 +288,7 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
                 f"{tuple(tensor.shape)}"
             )
     state = {
-        k: torch.from_numpy(arrays[k]) if k in arrays else torch.zeros(t.shape, dtype=t.dtype)  # unused by inference
+        k: torch.from_numpy(arrays[k]).to(t.dtype) if k in arrays else torch.zeros(t.shape, dtype=t.dtype)  # unused by inference
         for k, t in expected.items()
     }
     model.load_state_dict(state, assign=True)

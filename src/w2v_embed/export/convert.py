@@ -85,9 +85,9 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     """TorchScript-based export of the padding-exact wrapper; batch and time axes dynamic."""
     torch = require_export_extra("torch")
     require_export_extra("onnx")
-    from .families import family
+    from .families import exportable
 
-    wrapper = family(reference.config.model_type).Exportable(reference).eval()
+    wrapper = exportable(reference)
     num_layers = wrapper.num_layers
     outputs = [output_name(k) for k in (*range(num_layers + 1), LAST)]
     dummy = (torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64))
