@@ -9,8 +9,6 @@ layer and `last`. transformers itself breaks it for the batch-normed HuBERT and 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 
 from conftest import MORE_FAMILY_VARIANTS, make_checkpoint
 from test_families import _reference
-from test_hub_layout import hub_cache
+from test_hub_layout import cli, hub_cache
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.errors import UsageError, W2VEmbedError
 from w2v_embed.export import ExportOptions, export_model
@@ -187,11 +185,16 @@ def test_adapter_from_the_hub_cache_offline(checkpoint_dir, tmp_path, monkeypatc
         resolve("tiny/mms-1b-all", cache_dir=str(cache), adapter="deu")
 
 
-def test_cli_missing_adapter_is_one_line(checkpoint_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "w2v_embed", "export", str(checkpoint_dir("mms")), "-o",
-                           str(tmp_path / "m.onnx"), "--adapter", "xyz"], capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "no adapter.xyz.safetensors" in proc.stderr and "Traceback" not in proc.stderr
+def test_cli_recipe_adapter_from_the_hub_cache(checkpoint_dir, tmp_path):
+    """docs/families.md's recipe, offline from a hub cache holding a stand-in for facebook/mms-1b-all."""
+    files = {f.name: f.read_bytes() for f in checkpoint_dir("mms").iterdir()}
+    cache = hub_cache(tmp_path / "cache", files, "facebook/mms-1b-all")
+    proc = cli("export", "facebook/mms-1b-all", "--adapter", "fra", "-o", "models/mms-fra.onnx", cache=cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert OnnxModel(tmp_path / "models" / "mms-fra.onnx", device="cpu").info.adapter == "fra"
+    proc = cli("export", "facebook/mms-1b-all", "--adapter", "xyz", "-o", "x.onnx", cache=cache, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no adapter.xyz.safetensors" in proc.stderr and "deu, eng, fra" in proc.stderr
 
 
 def test_a_graph_that_skips_weights_is_an_error_naming_them(checkpoint_dir, tmp_path, monkeypatch):
