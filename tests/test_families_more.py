@@ -206,3 +206,25 @@ def test_a_graph_that_skips_weights_is_an_error_naming_them(checkpoint_dir, tmp_
     with pytest.raises(W2VEmbedError, match=r"would not use 18 of the checkpoint's weights \(encoder\.layers\.0\.adapter_layer") as exc:
         export_model(str(checkpoint_dir("mms")), ExportOptions(output=tmp_path / "m.onnx"))
     assert not isinstance(exc.value, VerificationError)
+
+
+def test_buffers_computed_from_the_config_need_not_be_in_the_checkpoint(checkpoint_dir, reference_model, tmp_path):
+    """Rotary frequencies absent from a checkpoint (older conversions) are computed as transformers does;
+    the relative sinusoid table is never saved (non-persistent) and is built the same way."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "rope"
+    folder.mkdir()
+    source = checkpoint_dir("rotary", "wav2vec2-conformer")
+    for f in source.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(source / "model.safetensors"))
+    del weights["wav2vec2_conformer.encoder.embed_positions.inv_freq"]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    ours = load_reference_model(resolve(str(folder)))
+    want = reference_model("rotary", "wav2vec2-conformer").encoder.embed_positions.inv_freq
+    assert torch.equal(ours.encoder.embed_positions.inv_freq, want)
+    relative = load_reference_model(resolve(str(checkpoint_dir("relative", "wav2vec2-conformer"))))
+    table = relative.encoder.embed_positions.pe
+    assert table.device.type == "cpu" and torch.equal(table, reference_model("relative", "wav2vec2-conformer").encoder.embed_positions.pe)
