@@ -282,10 +282,11 @@ def test_info_on_an_unfinished_output_says_what_load_says(tmp_path):
 
     from w2v_embed.cli import app
     from w2v_embed.store import FeatureWriter, RunInfo
+    from w2v_embed.store.sink import Row
 
     out = tmp_path / "x.h5"
     writer = FeatureWriter(out, RunInfo("m", "ab" * 32, (1,), "mean", 4))
-    writer.add("a.wav", 400, 16_000, {1: np.zeros(4, np.float32)})
+    writer.add(Row(0, "a.wav", 400, 16_000, {1: np.zeros(4, np.float32)}))
     writer.abort()  # as after Ctrl-C
     result = CliRunner().invoke(app, ["info", str(out)])
     assert result.exit_code == 1

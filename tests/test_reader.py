@@ -63,7 +63,7 @@ def test_pickles_as_its_path_and_reopens(outputs):
 
 
 def test_pytorch_dataloader_workers(outputs):
-    """README's pattern: a Dataset over open(); each worker process opens the file itself."""
+    """docs/output.md's pattern: a Dataset over open(); each worker process opens the file itself."""
     torch = pytest.importorskip("torch")
     _, frames = outputs
 
@@ -86,7 +86,7 @@ def test_pytorch_dataloader_workers(outputs):
 
 
 def test_hugging_face_datasets_map(outputs):
-    """README's pattern: embeddings added to a `datasets` dataset by looking rows up by path."""
+    """docs/output.md's pattern: embeddings added to a `datasets` dataset by looking rows up by path."""
     datasets = pytest.importorskip("datasets")
     pooled, _ = outputs
     paths, x = w2v_embed.load(pooled, layer=12)

@@ -39,17 +39,34 @@ def test_select_splits_the_sorted_unique_list(tmp_path):
         path = tmp_path / f"f{i:02d}.wav"
         path.write_bytes(b"x" * (i * 37 % 11 + 1))
         files.append(AudioFile(path, str(path)))
-    parts = [select(list(reversed(files)) + files[:3], Shard(i, 3)) for i in range(3)]
+    given = list(reversed(files)) + files[:3]
+    deals = [select(given, Shard(i, 3)) for i in range(3)]
+    parts = [deal.files for deal in deals]
     names = [f.name for part in parts for f in part]
     assert sorted(names) == sorted(f.name for f in files) and len(set(names)) == 20  # every file once
-    assert all([f.name for f in part] == sorted(f.name for f in part) for part in parts)
+    # each part in the given list's order, numbered by the first place a name has in it
+    assert all([f.index for f in part] == sorted(f.index for f in part) for part in parts)
+    assert all(given[f.index].name == f.name and f.index < 20 for part in parts for f in part)
+    assert [f.name for f in select(files, Shard(0, 3)).files] == sorted(f.name for f in parts[0])  # the deal ignores order
+    assert len({deal.fingerprint for deal in deals}) == 1 and select(files, Shard(0, 3)).fingerprint == deals[0].fingerprint
+
+
+def test_the_fingerprint_changes_when_a_size_the_deal_used_changes(tmp_path):
+    files = []
+    for i in range(6):
+        (tmp_path / f"f{i}.wav").write_bytes(b"x" * (10 + i))
+        files.append(AudioFile(tmp_path / f"f{i}.wav", f"f{i}.wav"))
+    before = select(files, Shard(0, 2)).fingerprint
+    (tmp_path / "f3.wav").write_bytes(b"x" * 100)  # a copy still arriving
+    assert select(files, Shard(0, 2)).fingerprint != before
+    assert select(files, Shard(0, 3)).fingerprint != select(files, Shard(0, 2)).fingerprint
 
 
 def test_segments_are_balanced_by_their_seconds_not_their_recording(tmp_path):
     (tmp_path / "rec.wav").write_bytes(b"\0" * 1000)
     rows = [AudioFile(tmp_path / "rec.wav", f"s{i}", segment=(0.0, seconds)) for i, seconds in enumerate([10, 1, 1, 8])]
     rejected = AudioFile(Path("."), "bad row", problem="line 9: backwards")
-    parts = [{f.name for f in select([*rows, rejected], Shard(i, 2))} for i in range(2)]
+    parts = [{f.name for f in select([*rows, rejected], Shard(i, 2)).files} for i in range(2)]
     assert sorted((part - {"bad row"} for part in parts), key=len) == [{"s0"}, {"s1", "s2", "s3"}]  # 10 s vs 8 + 1 + 1
     assert sum("bad row" in part for part in parts) == 1  # weighs nothing, still recorded by one shard
 
@@ -112,6 +129,35 @@ def test_merge_refuses_a_missing_or_repeated_shard(tmp_path):
     shards = _shards(tmp_path, 3, skip=1)
     _refused(tmp_path, shards, "shard 1/3 missing")
     _refused(tmp_path, [*shards, shards[0]], "given twice")
+
+
+def test_merge_refuses_shards_dealt_from_different_listings(tmp_path):
+    """Between two jobs of an array a file grew (a copy still arriving), the deal moved: refused, not
+    '7 files, 0 failed' with a file in no shard."""
+    shards = _shards(tmp_path, 2, shard_deal="a" * 64)
+    run = info_for(shard="1/2", shard_files=6, total_files=12, shard_deal="b" * 64)
+    shards[1] = write(tmp_path / "s1b.h5", run, [k for k in range(12) if k % 2])
+    _refused(tmp_path, shards, "dealt from different listings", str(shards[1]))
+
+
+def test_merge_refuses_shards_whose_files_do_not_add_up(tmp_path):
+    a = write(tmp_path / "a.h5", info_for(shard="0/2", shard_files=3, total_files=8), [0, 1, 2])
+    b = write(tmp_path / "b.h5", info_for(shard="1/2", shard_files=4, total_files=8), [3, 4, 5, 6])
+    _refused(tmp_path, [a, b], "hold 7 files between them", "has 8")
+
+
+def test_a_shard_run_records_its_deal_and_resume_compares_it(onnx_model, tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus)
+    common = ["-m", str(onnx_model("group")), "--layers", "1", "-q", "--shard", "0/2"]
+    assert cli("extract", str(corpus), "-o", str(tmp_path / "p.h5"), *common).returncode in (0, 1)  # corrupt.wav fails
+    deal = read_summary(tmp_path / "p.h5")["shard_deal"]
+    assert len(deal) == 64
+    biggest = max(corpus.rglob("*.wav"), key=lambda p: p.stat().st_size)
+    with biggest.open("ab") as f:
+        f.write(b"\0" * 4_000_000)  # grows: the deal may move files between parts
+    proc = cli("extract", str(corpus), "-o", str(tmp_path / "p.h5"), "--resume", *common)
+    assert proc.returncode == 1 and "cannot resume" in proc.stderr and "shard deal" in proc.stderr, proc.stderr
 
 
 def test_merge_refuses_an_unfinished_or_incomplete_shard(tmp_path):

@@ -19,6 +19,7 @@ import pytest
 from w2v_embed import __version__
 from w2v_embed.errors import UsageError, W2VEmbedError
 from w2v_embed.store import FeatureWriter, RunInfo, load, read_summary
+from w2v_embed.store.sink import Row
 
 HIDDEN = 8
 SHA = "ab" * 32
@@ -48,7 +49,7 @@ def num_samples(i: int) -> int:
 
 
 def add(writer: FeatureWriter, i: int) -> None:
-    writer.add(name_of(i), num_samples(i), 44_100 if i % 2 else 16_000, features(i, writer.info))
+    writer.add(Row(i, name_of(i), num_samples(i), 44_100 if i % 2 else 16_000, features(i, writer.info)))
 
 
 def write(path: Path, info: RunInfo, items, mode: str = "new", **kw) -> Path:
@@ -56,7 +57,7 @@ def write(path: Path, info: RunInfo, items, mode: str = "new", **kw) -> Path:
     with FeatureWriter(path, info, mode, **kw) as writer:
         for item in items:
             if isinstance(item, tuple):
-                writer.add_failure(name_of(item[0]), item[1])
+                writer.add_failure(item[0], name_of(item[0]), item[1])
             elif name_of(item) not in writer.done:
                 add(writer, item)
     return path
@@ -66,7 +67,7 @@ def dump(path: Path) -> dict:
     """Every dataset and attribute, for whole-file comparisons."""
     out: dict = {}
     with h5py.File(path, "r") as f:
-        out["attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+        out["attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items() if k != "run_id"}
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
@@ -142,15 +143,15 @@ def test_empty_run_still_writes_a_valid_file(tmp_path):
 def test_bad_features_are_refused(tmp_path):
     with FeatureWriter(tmp_path / "x.h5", info_for("meanstd")) as writer:
         with pytest.raises(W2VEmbedError, match=r"expected \(16,\)"):
-            writer.add("a", 1, 16_000, {6: np.zeros(HIDDEN), 12: np.zeros(HIDDEN)})
+            writer.add(Row(0, "a", 1, 16_000, {6: np.zeros(HIDDEN), 12: np.zeros(HIDDEN)}))
         with pytest.raises(W2VEmbedError, match=r"lack layers \[12\]"):
-            writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN)})
-        writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)})
+            writer.add(Row(0, "a", 1, 16_000, {6: np.zeros(2 * HIDDEN)}))
+        writer.add(Row(0, "a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)}))
         with pytest.raises(W2VEmbedError, match="already stored"):
-            writer.add("a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)})
+            writer.add(Row(0, "a", 1, 16_000, {6: np.zeros(2 * HIDDEN), 12: np.zeros(2 * HIDDEN)}))
     with FeatureWriter(tmp_path / "y.h5", info_for("none")) as writer:
         with pytest.raises(W2VEmbedError, match="same number of frames"):
-            writer.add("a", 1, 16_000, {6: np.zeros((3, HIDDEN)), 12: np.zeros((4, HIDDEN))})
+            writer.add(Row(0, "a", 1, 16_000, {6: np.zeros((3, HIDDEN)), 12: np.zeros((4, HIDDEN))}))
     with pytest.raises(W2VEmbedError, match="pooling 'median'"):
         FeatureWriter(tmp_path / "z.h5", info_for("median"))
 
@@ -239,7 +240,7 @@ def test_segments_are_committed_by_count_and_by_time(tmp_path):
         add(writer, i)
     assert len(list(parts.glob("seg-*.h5"))) == 2  # 6 files committed, 1 buffered
     writer.commit_every_seconds = 0.0
-    writer.add_failure("bad.wav", "boom")
+    writer.add_failure(0, "bad.wav", "boom")
     assert len(list(parts.glob("seg-*.h5"))) == 3
     writer.close()
     assert not parts.exists()
@@ -256,7 +257,7 @@ def test_abort_then_resume_equals_uninterrupted(tmp_path, pooling):
     out = tmp_path / "out.h5"
     writer = FeatureWriter(out, info, commit_every_files=3)
     for item in items[:6]:
-        writer.add_failure(name_of(item[0]), item[1]) if isinstance(item, tuple) else add(writer, item)
+        writer.add_failure(item[0], name_of(item[0]), item[1]) if isinstance(item, tuple) else add(writer, item)
     writer.abort()  # 6 results: 3 committed + 3 buffered, all must survive
     assert not out.exists() and not (tmp_path / "out.h5.lock").exists()
     with FeatureWriter(out, info, "resume", commit_every_files=3) as writer:
@@ -264,10 +265,10 @@ def test_abort_then_resume_equals_uninterrupted(tmp_path, pooling):
         for item in items:
             if isinstance(item, tuple):
                 if item[0] != 2:
-                    writer.add_failure(name_of(item[0]), item[1])
+                    writer.add_failure(item[0], name_of(item[0]), item[1])
             elif name_of(item) not in writer.done:
                 add(writer, item)
-        writer.add_failure(name_of(2), "too short")  # retried, failed again: recorded once
+        writer.add_failure(2, name_of(2), "too short")  # retried, failed again: recorded once
     assert dump(out) == dump(full)
     assert leftovers(out) == ["full.h5"]
 
@@ -464,8 +465,8 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
     latin1 = os.fsdecode(b"corpus/caf\xe9.wav")  # what os.listdir gives for a Latin-1 name: 'caf\udce9.wav'
     out = tmp_path / "x.h5"
     with FeatureWriter(out, info_for(), commit_every_files=1) as writer:
-        writer.add(latin1, 400, 16_000, features(0, writer.info))
-        writer.add_failure(os.fsdecode(b"bad\xff.wav"), f"cannot decode {os.fsdecode(b'bad/xff.wav')}: \udcff")
+        writer.add(Row(0, latin1, 400, 16_000, features(0, writer.info)))
+        writer.add_failure(1, os.fsdecode(b"bad\xff.wav"), f"cannot decode {os.fsdecode(b'bad/xff.wav')}: \udcff")
     with FeatureWriter(out, info_for(), "resume") as writer:  # resume reads them back too
         assert writer.done == {latin1}
     assert load(out)[0] == [latin1]
@@ -563,7 +564,7 @@ def test_streamed_frames_equal_added_frames_and_a_cut_off_file_is_redone(tmp_pat
         for layer in info.layers:
             writer.write_frames(name_of(3), layer, start, whole[layer][start : start + 4], frames)
     assert list(writer.parts.glob("stream-*.h5.tmp"))  # on disk, not in memory
-    writer.add(name_of(3), num_samples(3), 16_000, {6: np.zeros(0), 12: np.zeros(0)})
+    writer.add(Row(0, name_of(3), num_samples(3), 16_000, {6: np.zeros(0), 12: np.zeros(0)}))
     for layer in info.layers:
         writer.write_frames(name_of(4), layer, 0, features(4, info)[layer][:2], 5)  # cut off: never completed
     writer.abort()
@@ -580,7 +581,7 @@ def test_a_failed_streamed_file_leaves_nothing(tmp_path):
     info = info_for(pooling="none")
     with FeatureWriter(tmp_path / "f.h5", info) as writer:
         writer.write_frames(name_of(1), 6, 0, features(1, info)[6], len(features(1, info)[6]))
-        writer.add_failure(name_of(1), "the model's output is not finite")
+        writer.add_failure(1, name_of(1), "the model's output is not finite")
         assert not list(writer.parts.glob("*.tmp"))
         add(writer, 2)
     assert read_summary(tmp_path / "f.h5")["failed"] == [(name_of(1), "the model's output is not finite")]

@@ -26,6 +26,7 @@ class AudioFile:
     name: str  # the key stored in the output's /paths
     problem: str | None = None  # why it cannot be read, when discovery already knows (an unlistable folder)
     segment: tuple[float, float] | None = None  # only this part, in seconds (extract --segments)
+    index: int = -1  # position in the whole input listing (rows are stored in this order); -1: not numbered yet
 
 
 def discover(
@@ -69,6 +70,12 @@ def discover(
                 seen.update(keys)
                 found.append(file)
     return found
+
+
+def numbered(files: Sequence[AudioFile]) -> list[AudioFile]:
+    """Each file with its position in `files` as its index (files already numbered keep theirs): the
+    order every output presents its rows in."""
+    return [f if f.index >= 0 else dataclasses.replace(f, index=i) for i, f in enumerate(files)]
 
 
 def _clean_name(name: str) -> str:

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +23,14 @@ from typing import Protocol, TextIO, TypeVar
 import numpy as np
 
 from .audio import Decoded, decode, decode_segments
-from .discover import AudioFile
+from .discover import AudioFile, numbered
 from .embedder import Embedder, Features, FrameSink
 from .errors import UsageError, W2VEmbedError
 from .segments import close_groups
 from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
+from .store.layout import Segment
+from .store.sink import Row
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +51,7 @@ class ExtractOptions:
     save_every_seconds: float = 20.0  # … and at least this often
     shard: str = ""  # "I/N" when `files` are one shard of a list of `total_files` (shards.select)
     total_files: int = 0
+    shard_deal: str = ""  # shards.Deal.fingerprint, which `merge` compares
 
     def __post_init__(self) -> None:
         if self.channel is not None and self.channel < 0:
@@ -214,10 +217,27 @@ def run_info(embedder: Embedder, options: ExtractOptions, files: list[AudioFile]
         shard=options.shard,
         shard_files=len(files) if options.shard else 0,
         total_files=options.total_files,
+        shard_deal=options.shard_deal,
         model_file_sha256=embedder.model.sha256,
         precision=info.precision,
         channel="mean" if options.channel is None else str(options.channel),
     )
+
+
+def check_segments_unchanged(files: list[AudioFile], stored: Mapping[str, Segment]) -> None:
+    """A resumed --segments run whose list now gives a stored row other times (or another recording)
+    is refused: keeping the old row would be silently wrong, re-embedding it would hide the change."""
+    changed = []
+    for file in files:
+        old = stored.get(file.name)
+        if old is not None and file.segment is not None and old != (os.fsdecode(file.path), *file.segment):
+            changed.append((file, old))
+    if changed:
+        file, (source, start, end) = changed[0]
+        raise W2VEmbedError(
+            f"cannot resume: {len(changed)} segment(s) of the list changed since they were stored, e.g. {file.name}: "
+            f"stored as {source} {start:g}-{end:g} s, now {os.fsdecode(file.path)} {file.segment[0]:g}-{file.segment[1]:g} s; "
+            "give them new ids, or pass --overwrite to start over")
 
 
 def extract(
@@ -229,37 +249,44 @@ def extract(
     engine: Engine | None = None,
 ) -> ExtractSummary:
     """Embed every file into `output` (an .h5 path, or a text stream for JSON Lines); bad files are
-    recorded under /failed (reported in the summary), never fatal.
+    recorded under /failed (reported in the summary), never fatal. Rows are stored in the order of
+    `files` (or of their `index`, for one shard of a numbered list).
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
     back here to the one FeatureWriter, so every engine has the same resume and crash safety.
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
+    files = numbered(files)
     info = run_info(embedder, options, files)
     if hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
         summary = ExtractSummary(Path("-"))
-        writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info)
+        writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info, [f.index for f in files])
     else:
         summary = ExtractSummary(Path(output))
-        writer = FeatureWriter(Path(output), info, options.mode, options.save_every_files, options.save_every_seconds)
+        writer = FeatureWriter(Path(output), info, options.mode, options.save_every_files, options.save_every_seconds,
+                               order={f.name: f.index for f in files})
     with writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
+        if isinstance(writer, FeatureWriter):
+            check_segments_unchanged(files, writer.stored_segments)
         todo = [f for f in files if f.name not in writer.done]
-        segments = {f.name: (os.fsdecode(f.path), *f.segment) for f in todo if f.segment is not None}
+        by_name = {f.name: f for f in todo}
         summary.skipped = len(files) - len(todo)
         for result in engine.results(todo, options, writer if isinstance(writer, FeatureWriter) else None):
             if result.name in writer.done:
                 continue  # an engine that retried a file may deliver it twice: it is stored once
+            file = by_name[result.name]
             seconds = result.num_samples / embedder.info.sample_rate
             if result.features is None:
-                writer.add_failure(result.name, result.error)
+                writer.add_failure(file.index, result.name, result.error)
                 summary.failed += 1
                 summary.failures.append((result.name, result.error))
                 seconds = 0.0
             else:
-                writer.add(result.name, result.num_samples, result.source_sample_rate, result.features,
-                           segments.get(result.name))
+                segment = (os.fsdecode(file.path), *file.segment) if file.segment is not None else None
+                writer.add(Row(file.index, result.name, result.num_samples, result.source_sample_rate, result.features,
+                               segment))
                 summary.ok += 1
                 summary.audio_seconds += seconds
             if progress:

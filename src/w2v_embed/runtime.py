@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .architecture import metadata_problem
 from .chunking import FrameGrid
 from .errors import UsageError, W2VEmbedError
 from .graphcut import cut_model, read_metadata
@@ -78,8 +79,14 @@ class ModelInfo:
                 continue
             if key not in metadata:
                 raise W2VEmbedError(f"{where}: not a w2v-embed model (metadata {key} missing); export it with w2v-embed export")
-            value = json.loads(metadata[key])
+            try:
+                value = json.loads(metadata[key])
+            except ValueError:
+                value = metadata[key]  # not JSON: metadata_problem names it
             values[field.name] = tuple(value) if isinstance(value, list) else value
+        problem = metadata_problem(values, {field.name: field.type for field in fields(cls)})
+        if problem:
+            raise W2VEmbedError(f"{where}: the model's metadata is invalid ({problem}); export the model again")
         return cls(**values)
 
 

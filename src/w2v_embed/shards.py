@@ -9,13 +9,14 @@ only on the names and sizes, so every job that sees the same corpus computes the
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .discover import AudioFile
+from .discover import AudioFile, numbered
 from .errors import UsageError
 
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -66,8 +67,31 @@ def assign(sizes: Sequence[int], count: int) -> list[int]:
     return parts
 
 
-def select(files: Sequence[AudioFile], shard: Shard) -> list[AudioFile]:
-    """This shard's files, in the list's order; the list is sorted by name and de-duplicated first."""
-    unique = sorted({f.name: f for f in files}.values(), key=lambda f: f.name)
-    parts = assign([_size(f) for f in unique], shard.count)
-    return [f for f, part in zip(unique, parts) if part == shard.index]
+@dataclass(frozen=True)
+class Deal:
+    """One shard's files (numbered by their place in the whole list) and the deal's fingerprint."""
+
+    files: list[AudioFile]
+    total: int  # distinct names in the whole list: the parts of a split add up to it
+    fingerprint: str  # sha256 of every name and the size it was dealt by: equal in every job of one split
+
+
+def select(files: Sequence[AudioFile], shard: Shard) -> Deal:
+    """This shard's files, in the list's order. The deal runs over the list sorted by name and
+    de-duplicated, so it does not depend on the order the list was given in; each file keeps its
+    position in the given list, which is the order `merge` puts the rows in.
+
+    A file that changes size between the jobs of an array (a copy still arriving) can move to another
+    part and fall into none; the fingerprint covers the sizes the deal used, so `merge` refuses parts
+    that were not dealt alike instead of silently missing files."""
+    first: dict[str, AudioFile] = {}
+    for file in numbered(files):
+        first.setdefault(file.name, file)
+    unique = sorted(first.values(), key=lambda f: f.name)
+    sizes = [_size(f) for f in unique]
+    parts = assign(sizes, shard.count)
+    digest = hashlib.sha256(f"{shard.count}\n".encode())
+    for file, size in zip(unique, sizes):
+        digest.update(file.name.encode("utf-8", "surrogateescape") + b"\0" + str(size).encode() + b"\n")
+    mine = sorted((f for f, part in zip(unique, parts) if part == shard.index), key=lambda f: f.index)
+    return Deal(mine, len(unique), digest.hexdigest())

@@ -16,7 +16,7 @@ def export(
     source: Annotated[str, typer.Argument(help="Checkpoint folder, or a hub id like flax-community/wav2vec2-german.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write (default: models/NAME.onnx).")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
-    subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder [default: the root, or the one sub-folder with weights].")] = None,
+    subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder, inside it (default: the root, or the one sub-folder with weights).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,

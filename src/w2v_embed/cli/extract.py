@@ -26,7 +26,7 @@ def extract(
     layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
-    hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: --window, no overlap].")] = None,
+    hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts (default: --window, no overlap).")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
     segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (segments + wav.scp), or an .rttm file (its recordings are the inputs, matched by name without extension).")] = None,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
@@ -35,8 +35,8 @@ def extract(
     channel: Annotated[Optional[int], typer.Option(help="Use this channel (0-based) instead of the mean of all.")] = None,
     chunk_seconds: Annotated[float, typer.Option(help="Chunk files longer than this; 0 = never chunk.")] = 20.0,
     context_seconds: Annotated[float, typer.Option(help="Extra audio on each side of a chunk, discarded after inference.")] = 2.0,
-    batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch [default: 4 on CPU, 32 on GPU].")] = None,
-    max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds [default: 20 on CPU, 160 on GPU].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch (default: 4 on CPU, 32 on GPU).")] = None,
+    max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds (default: 20 on CPU, 160 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
@@ -158,8 +158,9 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
     if shard is not None:
-        options = replace(options, shard=str(shard), total_files=len(files))
-        files = select(files, shard)
+        deal = select(files, shard)
+        options = replace(options, shard=str(shard), total_files=deal.total, shard_deal=deal.fingerprint)
+        files = deal.files
     show = not quiet and not json_summary
     with ProgressBar(show and err.is_terminal, len(files)) as bar:
         log = ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None

@@ -41,6 +41,15 @@ def _merge(output: Path, inputs: list[str], overwrite: bool) -> None:
     err.print(f"merged {summary.inputs} outputs: {summary.files} files, {summary.failed} failed → {summary.output}")
 
 
+# Attributes that describe one kind of run, shown only for runs of that kind: a shard, windows, segments.
+APPLIES_WHEN = {
+    "shard": "shard", "shard_files": "shard", "total_files": "shard", "shard_deal": "shard",
+    "window_seconds": "window_seconds", "hop_seconds": "window_seconds",
+    "segments": "segments",
+}
+NOT_SHOWN = {"run_id"}  # the file's identity, which readers compare: not a setting
+
+
 @app.command()
 def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exported .onnx model.")]) -> None:
     """Describe an output file (model, layers, pooling, files, audio, failures) or a model's metadata.
@@ -77,6 +86,8 @@ def _info(path: Path) -> None:
     summary = read_summary(path)
     failed = summary.pop("failed", [])
     for key, value in summary.items():
+        if key in NOT_SHOWN or (key in APPLIES_WHEN and not summary.get(APPLIES_WHEN[key])):
+            continue  # e.g. an empty shard and 0 of 0 files on a plain run: noise
         table.add_row(key, shown(value))
     table.add_row("failed files", str(len(failed)))
     out.print(table)

@@ -14,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import W2VEmbedError
+from ..architecture import config_problem
+from ..errors import UsageError, W2VEmbedError
 from . import adapters
 from .weights import INDEX_SUFFIX, WEIGHT_FILES, WEIGHT_G, find_weights, read_state_dict
-
-# Keys of Wav2Vec2Model that inference never reads; checkpoints may lack them (BatchNorm's counter
-# is an integer, which the .bin reader skips).
-OPTIONAL_KEYS = ("masked_spec_embed",)
-OPTIONAL_SUFFIXES = (".num_batches_tracked",)
 
 
 def require_export_extra(module: str) -> Any:
@@ -84,11 +80,15 @@ class Checkpoint:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise W2VEmbedError(f"{path}: not found (a checkpoint folder needs config.json)") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise W2VEmbedError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):  # `null` or a list parse, then fail on the first .get()
+        kind = "null" if value is None else {list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+        raise W2VEmbedError(f"{path}: expected a JSON object {{...}}, found {kind}")
+    return value
 
 
 def weight_folders(files: Iterable[str], under: str = "") -> list[str]:
@@ -142,6 +142,19 @@ def _subfolder(*parts: str | None) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
+def _check_inside(source: str, subfolder: str | None) -> None:
+    """A sub-folder is a place inside the repository: `..`, an absolute path, or (locally) a link that
+    leads out of it would read another checkpoint under this one's name."""
+    if not subfolder:
+        return
+    root = Path(source)
+    escapes = Path(subfolder).is_absolute() or ".." in Path(subfolder).parts
+    if not escapes and root.is_dir():
+        escapes = not (root / subfolder).resolve().is_relative_to(root.resolve())
+    if escapes:
+        raise UsageError(f"--subfolder {subfolder}: not inside {source}; give a folder within the repository")
+
+
 def resolve(
     source: str, revision: str | None = None, subfolder: str | None = None, cache_dir: str | None = None,
     adapter: str | None = None,
@@ -152,6 +165,7 @@ def resolve(
     both is used (several: an error listing them). `adapter`: an MMS language whose adapter file,
     beside the weights, is fetched too (adapters.py).
     """
+    _check_inside(source, subfolder)
     local = Path(source) / (subfolder or "")
     if local.is_dir():
         checkpoint = _local(source, local, revision, subfolder)
@@ -282,45 +296,37 @@ class _Hub:
 
 def load_reference_model(checkpoint: Checkpoint) -> Any:
     """The family's transformers PyTorch model (Wav2Vec2Model, HubertModel …) with the checkpoint's
-    encoder weights (heads dropped)."""
-    torch = require_export_extra("torch")
-    transformers = require_export_extra("transformers")
+    encoder weights (heads dropped); every other weight of the checkpoint must be one it uses."""
+    from .coverage import check_against_model
     from .families import SUPPORTED_MODEL_TYPES, family
 
+    config_path = checkpoint.folder / CONFIG
     config_dict = checkpoint.config
     model_type = config_dict.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise W2VEmbedError(
-            f"{checkpoint.folder / 'config.json'}: model_type {model_type!r} is not supported "
+            f"{config_path}: model_type {model_type!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
-    try:
-        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
-    except Exception as exc:  # transformers raises several kinds for a bad config
-        raise W2VEmbedError(f"{checkpoint.folder / 'config.json'}: cannot read config ({exc})") from exc
+    problem = config_problem(config_dict)  # before torch: a 10¹²-wide layer must not reach an allocator
+    if problem:
+        raise W2VEmbedError(f"{config_path}: {problem}")
+    torch = require_export_extra("torch")
+    transformers = require_export_extra("transformers")
     # Built without memory or random init, then given the checkpoint's arrays themselves (assign): the
     # weights are held once, which is what lets a 2B model (8.6 GB) export on a 24 GB machine.
-    with torch.device("meta"):
-        model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
+    try:
+        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
+        with torch.device("meta"):
+            model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
+    except Exception as exc:  # transformers raises several kinds for a bad config (unknown activation …)
+        raise W2VEmbedError(f"{config_path}: cannot build the model it describes ({_reason(exc)})") from exc
     expected = model.state_dict()
     arrays = read_state_dict(checkpoint.weights, weight_norm=WEIGHT_G in expected)
     if checkpoint.adapter_file is not None:
         adapters.merge(arrays, list(expected), checkpoint.adapter_file)
-    weights_name = checkpoint.weights[0].name
     computed = _computed_buffers(model, config, arrays)
-    missing = [k for k in expected if k not in arrays and k not in computed and k not in OPTIONAL_KEYS
-               and not k.endswith(OPTIONAL_SUFFIXES)]
-    if missing:
-        raise W2VEmbedError(
-            f"{weights_name}: {len(missing)} encoder weights missing (e.g. {missing[0]}); "
-            "does it belong to this config.json?"
-        )
-    for key, tensor in expected.items():
-        if key in arrays and tuple(arrays[key].shape) != tuple(tensor.shape):
-            raise W2VEmbedError(
-                f"{weights_name}: {key} has shape {tuple(arrays[key].shape)} but config.json implies "
-                f"{tuple(tensor.shape)}"
-            )
+    check_against_model({**computed, **arrays}, expected, checkpoint.weights[0].name)
     state = {
         k: torch.from_numpy(arrays[k]).to(t.dtype) if k in arrays
         else computed.get(k, torch.zeros(t.shape, dtype=t.dtype))  # zeros: unused by inference
@@ -331,6 +337,13 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
         owner, _, attr = name.rpartition(".")
         model.get_submodule(owner).register_buffer(attr, tensor, persistent=name in expected)
     return model
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as one line: its type when it says little (KeyError 'gelu_x'), its lines joined."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines)[:300]
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, (KeyError, TypeError)) or not text else text
 
 
 def _computed_buffers(model: Any, config: Any, arrays: dict[str, Any]) -> dict[str, Any]:

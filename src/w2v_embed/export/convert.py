@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..layers import LAST, output_name
 from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .coverage import check_graph_uses
 from .families import feat_extract_norm, stable_layer_norm
 from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
 from .quantize import PRECISIONS, reduce_precision
@@ -87,9 +88,9 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     """TorchScript-based export of the padding-exact wrapper; batch and time axes dynamic."""
     torch = require_export_extra("torch")
     require_export_extra("onnx")
-    from .families import exportable
+    from .families import family
 
-    wrapper = exportable(reference)
+    wrapper = family(reference.config.model_type).Exportable(reference).eval()
     num_layers = wrapper.num_layers
     outputs = [output_name(k) for k in (*range(num_layers + 1), LAST)]
     dummy = (torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64))
@@ -125,6 +126,7 @@ def export_model(
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
+    check_graph_uses(reference)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ The heavy libraries (torch, safetensors, msgpack, h5py) are imported inside the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from ..errors import W2VEmbedError
 WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")
 INDEX_SUFFIX = ".index.json"
 ENCODER_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.", "masked_spec_embed")
+# Heads of the transformers task models (…ForPreTraining, ForCTC, ForSequenceClassification,
+# ForAudioFrameClassification, ForXVector; UniSpeech's), beside the base model's scope: dropped on purpose.
+HEADS = (
+    "quantizer.", "project_q.", "project_hid.", "lm_head.", "projector.", "classifier.", "layer_weights",
+    "tdnn.", "objective.", "feature_extractor.weight", "feature_extractor.bias",  # XVector's own Linear
+    "ctc_proj.", "speaker_proj.", "label_embeddings_concat",
+)
 POS_CONV = "encoder.pos_conv_embed.conv."
 WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
 WEIGHT_V = POS_CONV + "parametrizations.weight.original1"
@@ -50,8 +58,9 @@ def find_weights(folder: Path) -> list[Path]:
 def read_state_dict(files: list[Path], weight_norm: bool = True) -> dict[str, np.ndarray]:
     """Read the files (one format) as float32 arrays named like transformers 5's `Wav2Vec2Model(config).state_dict()`.
 
-    Heads (quantizer, lm_head, classifier …) are dropped and the `wav2vec2.` prefix stripped, so any
-    wav2vec2 checkpoint loads into the bare encoder the exporter builds. A shard index
+    Known heads (quantizer, lm_head, classifier …, `HEADS`) are dropped and the `wav2vec2.` prefix
+    stripped, so any wav2vec2 checkpoint loads into the bare encoder the exporter builds; other names
+    are kept, so that export can refuse weights it would not use. A shard index
     (`*.index.json`) may be given in place of its shards. `weight_norm=False`: the model's positional
     conv is a plain conv (HuBERT's conv_pos_batch_norm), so its weight keeps its name.
     """
@@ -81,14 +90,14 @@ def read_state_dict(files: list[Path], weight_norm: bool = True) -> dict[str, np
 
 
 def normalize_names(raw: Raw, weight_norm: bool = True) -> dict[str, np.ndarray]:
-    """Strip the base-model prefix, drop heads, use transformers 5's names for the weight-normed pos conv."""
+    """Strip the base-model prefix, drop known heads, use transformers 5's names for the weight-normed pos conv."""
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         _, _, rest = name.partition(".")
         if not name.startswith(ENCODER_PREFIXES) and rest.startswith(ENCODER_PREFIXES):
             name = rest  # the base model's scope in a model with heads: wav2vec2., hubert., wavlm., data2vec_audio.
-        if not name.startswith(ENCODER_PREFIXES):
-            continue  # quantizer, project_hid/q, lm_head, projector, classifier …: not part of the encoder
+        if name.startswith(HEADS):
+            continue  # not part of the encoder; anything else unknown is kept, for export to refuse by name
         if name.endswith(".gamma"):  # old LayerNorm names
             name = name[: -len(".gamma")] + ".weight"
         elif name.endswith(".beta"):
@@ -175,14 +184,35 @@ def _bfloat16(buffer: bytes | memoryview) -> np.ndarray:
 
 
 def _read_torch(path: Path) -> Raw:
+    import pickle
     import torch
 
-    state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickles code
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickles code
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise
+        raise W2VEmbedError(_refused(path, str(exc))) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # training-loop wrappers
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise W2VEmbedError(f"{path}: expected a state dict, found {type(state).__name__}")
     return {k: v.float().numpy() for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
+def _refused(path: Path, message: str) -> str:
+    """torch's weights_only loader refused a pickled object: that is a safety refusal, not damage (a
+    zip-format file is whole, its members are checksummed; only the pre-1.6 format can mislead)."""
+    import zipfile
+
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    what = f" ({found.group(1)})" if found else ""
+    truncated = "" if zipfile.is_zipfile(path) else " (or the file is truncated)"
+    return (
+        f"{path}: holds Python code or objects besides tensors{what}, which are not loaded for safety{truncated}; "
+        "if you trust its source, convert it to model.safetensors (torch.load(..., weights_only=False), then "
+        "safetensors.torch.save_file; docs/export-checks.md) and export again"
+    )
 
 
 def _read_flax(path: Path) -> Raw:

@@ -4,26 +4,29 @@
 window with its times — written and flushed as each file finishes. Frame-level output is refused:
 at 50 rows a second per file it belongs in HDF5, not in text. Nothing is resumable (a pipe has no
 past), failures are the caller's to report (on stderr), so stdout carries rows only.
+
+Rows come out in input order: a row that finishes before an earlier one waits (pooled rows are a few
+kB) until every earlier input has been written or has failed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import numpy as np
 
 from ..errors import UsageError
-from ..layers import Layer
 from ..pooling import window_times
-from .layout import RunInfo, Segment
+from .layout import RunInfo
+from .sink import Row
 
 
 class JsonLinesWriter:
-    """FeatureWriter's interface (add, add_failure, done, context manager) over a text stream."""
+    """The Sink interface over a text stream: rows as JSON Lines, in the order of `indices`."""
 
-    def __init__(self, stream: TextIO, info: RunInfo) -> None:
+    def __init__(self, stream: TextIO, info: RunInfo, indices: Iterable[int] = ()) -> None:
         info.validate()
         if info.frame_level:
             raise UsageError(
@@ -32,38 +35,54 @@ class JsonLinesWriter:
             )
         self.stream, self.info = stream, info
         self.done: set[str] = set()
+        self._expected = sorted(indices)  # the inputs still to come, in order
+        self._next = 0  # position in _expected of the next input to write
+        self._waiting: dict[int, list[dict[str, Any]]] = {}  # finished out of order: index -> its lines
 
-    def add(
-        self,
-        name: str,
-        num_samples: int,
-        source_sample_rate: int,
-        features: Mapping[Layer, np.ndarray],
-        segment: Segment | None = None,
-    ) -> None:
+    def add(self, row: Row) -> None:
         info = self.info
+        segment = row.segment
         where = {"source_path": segment[0], "segment_start": segment[1], "segment_end": segment[2]} if segment else {}
-        rows = {str(k): np.asarray(features[k], np.float32) for k in info.layers}
+        arrays = {str(k): np.asarray(row.features[k], np.float32) for k in info.layers}
         if info.windowed:
-            count = len(next(iter(rows.values())))
-            starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds, num_samples / info.sample_rate)
-            for w in range(count):
-                self._write({"path": name, **where, "start": float(starts[w]), "end": float(ends[w]), "partial": bool(partial[w]),
-                             "layers": {k: v[w].tolist() for k, v in rows.items()}})
+            count = len(next(iter(arrays.values())))
+            starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds,
+                                                 row.num_samples / info.sample_rate)
+            lines = [{"path": row.name, **where, "start": float(starts[w]), "end": float(ends[w]),
+                      "partial": bool(partial[w]), "layers": {k: v[w].tolist() for k, v in arrays.items()}}
+                     for w in range(count)]
         else:
-            self._write({"path": name, **where, "seconds": num_samples / info.sample_rate,
-                         "layers": {k: v.tolist() for k, v in rows.items()}})
-        self.done.add(name)
+            lines = [{"path": row.name, **where, "seconds": row.num_samples / info.sample_rate,
+                      "layers": {k: v.tolist() for k, v in arrays.items()}}]
+        self.done.add(row.name)
+        self._arrived(row.index, lines)
 
-    def add_failure(self, name: str, error: str) -> None:
+    def add_failure(self, index: int, name: str, error: str) -> None:
         """Failures are reported by the caller (stderr); stdout carries rows only."""
+        self._arrived(index, [])
 
-    def _write(self, row: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(row) + "\n")  # ASCII: names that are not UTF-8 survive as \\udcXX
-        self.stream.flush()  # a consumer sees each file as it finishes
+    def _arrived(self, index: int, lines: list[dict[str, Any]]) -> None:
+        self._waiting[index] = lines
+        while self._next < len(self._expected) and self._expected[self._next] in self._waiting:
+            self._write(self._waiting.pop(self._expected[self._next]))
+            self._next += 1
+
+    def _write(self, lines: list[dict[str, Any]]) -> None:
+        for line in lines:
+            self.stream.write(json.dumps(line) + "\n")  # ASCII: names that are not UTF-8 survive as \\udcXX
+        if lines:
+            self.stream.flush()  # a consumer sees each file as it finishes
+
+    def close(self) -> None:
+        """Write what still waits (inputs not numbered in `indices`, or after a gap), in input order."""
+        for index in sorted(self._waiting):
+            self._write(self._waiting.pop(index))
+        self.stream.flush()
+
+    abort = close  # rows already computed are kept: a pipe cannot be resumed
 
     def __enter__(self) -> JsonLinesWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stream.flush()
+        self.close()

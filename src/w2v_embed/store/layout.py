@@ -35,7 +35,7 @@ SEGMENT_DATASETS = {"source_path": _STR, "segment_start": np.float64, "segment_e
 Segment = tuple[str, float, float]
 # Beside the layer datasets of windowed outputs, one value per window.
 WINDOW_DATASETS = {"window_start": np.float64, "window_end": np.float64, "window_partial": np.uint8}
-_RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel")
+_RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel", "shard_deal")
 RESUME_FIELDS = {
     "model_sha256": "model sha256",
     "hidden_size": "hidden size",
@@ -48,6 +48,7 @@ RESUME_FIELDS = {
     "precision": "model precision",
     "channel": "channel",
     "shard": "shard",
+    "shard_deal": "shard deal (the sizes the split was dealt by)",
     "window_seconds": "window",
     "hop_seconds": "hop",
     "segments": "segments",
@@ -76,6 +77,7 @@ class RunInfo:
     shard: str = ""  # "I/N" for a job of an array (extract --shard), "" otherwise
     shard_files: int = 0  # files assigned to this shard: stored + failed must reach it before a merge
     total_files: int = 0  # files in the whole list the shards split
+    shard_deal: str = ""  # shards.Deal.fingerprint: the jobs of one array must have dealt the same list alike
     window_seconds: float = 0.0  # > 0: one pooled row per window (--window), rows of a file at /offsets
     hop_seconds: float = 0.0
     segments: bool = False  # rows are parts of recordings (--segments): /source_path, /segment_start, /segment_end
@@ -151,6 +153,7 @@ class RunInfo:
             "shard": self.shard,
             "shard_files": np.int64(self.shard_files),
             "total_files": np.int64(self.total_files),
+            "shard_deal": self.shard_deal,
             "window_seconds": float(self.window_seconds),
             "hop_seconds": float(self.hop_seconds),
             "segments": bool(self.segments),
@@ -234,6 +237,7 @@ def create_layout(
         return f.create_dataset(name, shape=shape, dtype=dtype, maxshape=(None, *shape[1:]), chunks=(chunk_rows, *shape[1:]))
 
     create("paths", (rows,), _STR)
+    create("input_index", (rows,), np.int64)
     create("num_samples", (rows,), np.int64)
     create("source_sample_rate", (rows,), np.int64)
     if info.segments:
@@ -253,10 +257,47 @@ def create_layout(
         errors[:] = encode_strings([e for _, e in failures])
 
 
+def check_rows(f: h5py.File, info: RunInfo) -> np.ndarray | None:
+    """Check that every dataset has one entry per stored row (the layer datasets: one per frame or
+    window, as /offsets say), so that no reader or merge broadcasts, cuts or shifts rows of a damaged
+    or hand-edited file; returns /offsets (None for pooled outputs)."""
+
+    def bad(name: str, shape: Any, expected: str) -> W2VEmbedError:
+        return W2VEmbedError(f"{f.filename}: /{name} has shape {tuple(shape)}, expected {expected}; "
+                             "the file is damaged or was not written by w2v-embed")
+
+    rows = f["paths"].shape[0]
+    per_row = ["num_samples", "source_sample_rate", *(["input_index"] if "input_index" in f else []),
+               *(SEGMENT_DATASETS if info.segments else ())]
+    for name in per_row:
+        if name not in f or f[name].shape != (rows,):
+            raise bad(name, f[name].shape if name in f else (), f"({rows},), one per path")
+    if f["failed/errors"].shape != f["failed/paths"].shape:
+        raise bad("failed/errors", f["failed/errors"].shape, f"{f['failed/paths'].shape}, one per failed path")
+    offsets = None
+    entries = rows
+    if info.has_offsets:
+        offsets = f["offsets"][()] if "offsets" in f else np.zeros(0, np.int64)
+        if offsets.shape != (rows + 1,) or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise bad("offsets", offsets.shape, f"({rows + 1},), rising from 0")
+        entries = int(offsets[-1])
+        for name in WINDOW_DATASETS if info.windowed else ():
+            if name not in f or f[name].shape != (entries,):
+                raise bad(name, f[name].shape if name in f else (), f"({entries},), one per window")
+    for layer in info.layers:
+        name = dataset_name(layer)
+        if name not in f or f[name].shape != (entries, info.width):
+            raise bad(name, f[name].shape if name in f else (), f"({entries}, {info.width})")
+    return offsets
+
+
 def open_finished(path: str | Path) -> h5py.File:
     path = Path(path)
+    # The parts folder first: a run that finishes renames OUT.h5 into place, then removes its parts, so
+    # parts seen absent before OUT.h5 is looked for mean OUT.h5 is there unless it never was.
+    unfinished = parts_dir(path).exists()
     if not path.exists():
-        if parts_dir(path).exists():
+        if unfinished:
             raise W2VEmbedError(f"{path} is not finished yet; rerun the extraction with --resume to complete it")
         raise W2VEmbedError(f"{path}: no such file")
     return open_output(path, "give the .h5 file that `w2v-embed extract` wrote")

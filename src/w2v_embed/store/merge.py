@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -19,6 +22,7 @@ from .layout import (
     SEGMENT_DATASETS,
     WINDOW_DATASETS,
     RunInfo,
+    check_rows,
     create_layout,
     open_finished,
     open_output,
@@ -37,72 +41,169 @@ class _Source:
 
     path: Path
     keep: np.ndarray  # bool per row
-    offsets: np.ndarray | None  # frame-level only
+    names: list[str]
+    stored_index: np.ndarray | None  # /input_index (None in files written before it was recorded)
+    offsets: np.ndarray | None  # frame-level and windowed only
+
+
+# How a merge orders its rows: by the listing of the run that writes it (name -> input index), by each
+# row's stored /input_index (the parts of one sharded list), or inputs one after the other ("given").
+Order = Mapping[str, int] | Literal["stored", "given"]
 
 
 def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[str, str]]]:
-    """Reads only names (and offsets): which rows survive, and the failures still unresolved."""
+    """Reads only names, indices and offsets: which rows survive, and the failures still unresolved."""
     sources: list[_Source] = []
     stored: set[str] = set()
     failures: dict[str, str] = {}  # first-failure order, latest reason
     for path in paths:
         with open_output(path) as f:
-            keep = np.zeros(f["paths"].shape[0], dtype=bool)
-            for i, name in enumerate(read_strings(f["paths"])):
+            offsets = check_rows(f, info)
+            names = read_strings(f["paths"])
+            keep = np.zeros(len(names), dtype=bool)
+            for i, name in enumerate(names):
                 keep[i] = name not in stored
                 stored.add(name)
-            offsets = f["offsets"][()] if info.has_offsets else None
+            index = f["input_index"][()] if "input_index" in f else None
             for name, error in zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])):
                 failures[name] = error
-        sources.append(_Source(path, keep, offsets))
+        sources.append(_Source(path, keep, names, index, offsets))
     return sources, [(n, e) for n, e in failures.items() if n not in stored]
 
 
-def _runs(keep: np.ndarray) -> Iterator[tuple[int, int]]:
-    """[start, stop) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
-    yield from zip(edges[::2].tolist(), edges[1::2].tolist())
+def _in_order(sources: list[_Source], order: Order) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+    """The output's rows as runs (source, first row, stop row) in output order, and its /input_index.
+    Rows the order does not place (names outside the listing, files from before /input_index) follow
+    the others, as given."""
+    source_of, row_of, keys = [], [], []
+    for number, source in enumerate(sources):
+        rows = np.flatnonzero(source.keep)
+        if isinstance(order, Mapping):
+            found = [order.get(source.names[r]) for r in rows.tolist()]
+            key = np.array([np.inf if k is None else k for k in found], dtype=np.float64)
+        elif order == "stored" and source.stored_index is not None:
+            key = source.stored_index[rows].astype(np.float64)
+        else:
+            key = np.full(len(rows), np.inf)
+        source_of.append(np.full(len(rows), number, dtype=np.int64))
+        row_of.append(rows)
+        keys.append(key)
+    key = np.concatenate(keys) if keys else np.zeros(0)
+    placed = np.isfinite(key)
+    after = int(key[placed].max()) + 1 if placed.any() else 0
+    key[~placed] = after + np.arange(int((~placed).sum()))
+    ranking = np.argsort(key, kind="stable")
+    source_of = np.concatenate(source_of)[ranking] if sources else np.zeros(0, np.int64)
+    row_of = np.concatenate(row_of)[ranking] if sources else np.zeros(0, np.int64)
+    breaks = np.flatnonzero((np.diff(source_of) != 0) | (np.diff(row_of) != 1)) + 1
+    starts, stops = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(row_of)]])
+    runs = [(int(source_of[a]), int(row_of[a]), int(row_of[b - 1]) + 1) for a, b in zip(starts, stops) if b > a]
+    return runs, key[ranking].astype(np.int64)
+
+
+class _Inputs:
+    """The merge's inputs, opened when first read and closed again past `keep_open` (a run of
+    frame-level files has a segment per long file: thousands)."""
+
+    def __init__(self, paths: list[Path], keep_open: int = 64) -> None:
+        self.paths, self.keep_open = paths, keep_open
+        self._open: OrderedDict[int, h5py.File] = OrderedDict()
+
+    def __call__(self, number: int) -> h5py.File:
+        if number in self._open:
+            self._open.move_to_end(number)
+        else:
+            if len(self._open) >= self.keep_open:
+                self._open.popitem(last=False)[1].close()
+            self._open[number] = h5py.File(self.paths[number], "r")
+        return self._open[number]
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
 
 
 def _copy(src: h5py.Dataset, dst: h5py.Dataset, start: int, stop: int, at: int) -> None:
     """dst[at:] = src[start:stop], a bounded block at a time."""
-    row_bytes = max(1, int(np.prod(src.shape[1:], dtype=np.int64)) * src.dtype.itemsize)
-    step = max(1, COPY_BYTES // row_bytes)
+    step = _block_rows(src)
     for s in range(start, stop, step):
         e = min(stop, s + step)
         dst[at + s - start : at + e - start] = src[s:e]
 
 
-def merge_files(paths: list[Path], out: Path, info: RunInfo) -> None:
-    """Stream all inputs, in order, into one new output file."""
+def _block_rows(dataset: h5py.Dataset) -> int:
+    return max(1, COPY_BYTES // max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize))
+
+
+def _copy_in_order(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, int, int]]) -> None:
+    """dst = the concatenation of input[s][a:b] for each span (s, a, b), gathered into blocks of about
+    COPY_BYTES: each block reads once from each input it draws on and writes once, so rows finishing
+    out of order (many short spans) cost about what one long run does."""
+    name = dst.name
+    budget = _block_rows(dst)
+    block: list[tuple[int, int, int]] = []
+    at = units = 0
+
+    def flush() -> None:
+        nonlocal at, units
+        if not block:
+            return
+        ranges: dict[int, tuple[int, int]] = {}
+        for s, a, b in block:  # an input's spans in one block are one stretch of its rows: read it once
+            lo, hi = ranges.get(s, (a, b))
+            ranges[s] = (min(lo, a), max(hi, b))
+        data = {s: inputs(s)[name][lo:hi] for s, (lo, hi) in ranges.items()}
+        dst[at : at + units] = np.concatenate([data[s][a - ranges[s][0] : b - ranges[s][0]] for s, a, b in block])
+        at += units
+        units = 0
+        block.clear()
+
+    for s, a, b in spans:
+        if b - a >= budget:  # a long file's frames: copied straight, block by block
+            flush()
+            _copy(inputs(s)[name], dst, a, b, at)
+            at += b - a
+            continue
+        if units + b - a > budget:
+            flush()
+        block.append((s, a, b))
+        units += b - a
+    flush()
+
+
+def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "stored") -> None:
+    """Stream all inputs into one new output file, rows in `order` (see Order), each row once."""
     sources, failures = _plan(paths, info)
-    rows = sum(int(s.keep.sum()) for s in sources)
-    frames = sum(int(s.offsets[b] - s.offsets[a]) for s in sources if s.offsets is not None for a, b in _runs(s.keep))
-    with create_h5(out) as f:
-        create_layout(f, info, rows, frames, failures, resizable=True)
-        row = frame = 0
-        for source in sources:
-            with h5py.File(source.path, "r") as src:
-                for a, b in _runs(source.keep):
-                    for name in ("paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ())):
-                        _copy(src[name], f[name], a, b, row)
-                    if source.offsets is not None:
-                        fa, fb = int(source.offsets[a]), int(source.offsets[b])
-                        for name in [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed):
-                            _copy(src[name], f[name], fa, fb, frame)
-                        f["offsets"][row + 1 : row + 1 + b - a] = frame + source.offsets[a + 1 : b + 1] - fa
-                        frame += fb - fa
-                    else:
-                        for layer in info.layers:
-                            _copy(src[dataset_name(layer)], f[dataset_name(layer)], a, b, row)
-                    row += b - a
-        if info.has_offsets:
-            f["offsets"][0] = 0
+    runs, index = _in_order(sources, order)
+    per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ())]
+    per_frame = [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed)
+    if info.has_offsets:  # frames (or windows) are rows of the layer datasets: their own spans
+        frame_runs = [(s, int(sources[s].offsets[a]), int(sources[s].offsets[b])) for s, a, b in runs]
+        sizes = np.concatenate([np.diff(sources[s].offsets[a : b + 1]) for s, a, b in runs] or [np.zeros(0, np.int64)])
+        out_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    else:
+        per_row += per_frame
+        frame_runs, per_frame, out_offsets = [], [], np.zeros(1, np.int64)
+    inputs = _Inputs(paths)
+    try:
+        with create_h5(out) as f:
+            create_layout(f, info, len(index), int(out_offsets[-1]), failures, resizable=True)
+            f.attrs["run_id"] = uuid.uuid4().hex  # this file's identity: readers notice when it is replaced
+            f["input_index"][:] = index
+            if info.has_offsets:
+                f["offsets"][:] = out_offsets
+            for name in per_row:
+                _copy_in_order(inputs, f[name], runs)
+            for name in per_frame:
+                _copy_in_order(inputs, f[name], frame_runs)
+    finally:
+        inputs.close()
 
 
 # -- merging shards --------------------------------------------------------------------------------
 
-_MERGE_FIELDS = {k: v for k, v in RESUME_FIELDS.items() if k != "shard"}
+_MERGE_FIELDS = {k: v for k, v in RESUME_FIELDS.items() if k not in ("shard", "shard_deal")}
 
 
 @dataclass(frozen=True)
@@ -128,13 +229,15 @@ def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = Fa
     if any(p.resolve() == output.resolve() for p in paths if p.exists()):
         raise W2VEmbedError(f"{output} is also an input; write the merge to a new file")
     infos, counts = _check_mergeable(paths)
-    info = replace(infos[0], shard="", shard_files=0, total_files=0)
+    info = replace(infos[0], shard="", shard_files=0, total_files=0, shard_deal="")
     lock = Lock(output)
     try:
         remove_merge_temps(output)
         with writing(output):
             temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-            write_atomically(output, temp, lambda t: merge_files(paths, t, info))
+            # the parts of one sharded list go back into its order; other outputs follow one another
+            order = "stored" if infos[0].shard else "given"
+            write_atomically(output, temp, lambda t: merge_files(paths, t, info, order))
     finally:
         lock.release()
     return MergeSummary(output, len(paths), sum(c[0] for c in counts), sum(c[1] for c in counts))
@@ -184,6 +287,13 @@ def _check_shard_set(paths: list[Path], infos: list[RunInfo]) -> None:
     if len(sets) > 1:
         raise W2VEmbedError("cannot merge: the shards come from different splits (" + ", ".join(
             f"{p}: {i.shard} of {i.total_files} files" for p, i in sharded) + ")")
+    deals = {info.shard_deal for _, info in sharded}
+    if len(deals) > 1:
+        a = sharded[0][0]
+        b = next(p for p, i in sharded if i.shard_deal != sharded[0][1].shard_deal)
+        raise W2VEmbedError(
+            f"cannot merge: {a} and {b} were dealt from different listings (a file was added, removed or changed "
+            "size between the jobs), so some files may be in no shard; rerun every shard with --overwrite")
     count = int(sharded[0][1].shard.split("/")[1])
     given: dict[int, Path] = {}
     for path, info in sharded:
@@ -194,3 +304,9 @@ def _check_shard_set(paths: list[Path], infos: list[RunInfo]) -> None:
     missing = [f"{i}/{count}" for i in range(count) if i not in given]
     if missing:
         raise W2VEmbedError(f"cannot merge: shard {', '.join(missing)} missing; all {count} shards are needed")
+    dealt = sum(info.shard_files for _, info in sharded)
+    if dealt != sharded[0][1].total_files:
+        raise W2VEmbedError(
+            f"cannot merge: the shards hold {dealt} files between them, but the list they split has "
+            f"{sharded[0][1].total_files}; the jobs did not deal the same list alike (did files change while "
+            "the array ran?): rerun every shard with --overwrite")

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..layers import Layer, dataset_name
 from .files import create_h5, fsync_file, writing
-from .layout import SEGMENT_DATASETS, RunInfo, Segment, create_layout, encode_strings
+from .layout import SEGMENT_DATASETS, RunInfo, create_layout, encode_strings
+from .sink import Row
 
 
 class FrameStream:
@@ -35,16 +36,18 @@ class FrameStream:
         with writing(self.temp.parent):
             self.file[dataset_name(layer)][start : start + len(frames)] = frames.astype(self.info.dtype, copy=False)
 
-    def finish(self, final: Path, name: str, num_samples: int, source_sample_rate: int, segment: Segment | None) -> None:
-        """Complete the row and rename the segment into place (crash-safe like any commit)."""
+    def finish(self, final: Path, row: Row) -> None:
+        """Complete the row (its features are these frames) and rename the segment into place
+        (crash-safe like any commit)."""
         f = self.file
         with writing(self.temp.parent):
-            f["paths"][:] = encode_strings([name])
-            f["num_samples"][:] = [num_samples]
-            f["source_sample_rate"][:] = [source_sample_rate]
+            f["paths"][:] = encode_strings([row.name])
+            f["input_index"][:] = [row.index]
+            f["num_samples"][:] = [int(row.num_samples)]
+            f["source_sample_rate"][:] = [int(row.source_sample_rate)]
             f["offsets"][:] = [0, self.num_frames]
-            if segment is not None:
-                for key, value in zip(SEGMENT_DATASETS, segment):
+            if row.segment is not None:
+                for key, value in zip(SEGMENT_DATASETS, row.segment):
                     f[key][:] = encode_strings([value]) if key == "source_path" else [value]
             self._context.__exit__(None, None, None)
             fsync_file(self.temp)

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +55,16 @@ from .layout import (
 )
 from .lock import Lock
 from .merge import merge_files
+from .sink import Row
 from .stream import FrameStream
-
-
-@dataclass
-class _Entry:
-    name: str
-    num_samples: int
-    source_sample_rate: int
-    features: dict[Layer, np.ndarray]
-    segment: Segment | None = None
 
 
 @dataclass
 class _Buffer:
     """Results not yet committed to a segment."""
 
-    entries: list[_Entry] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    entries: list[Row] = field(default_factory=list)  # features checked and in the storage dtype
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (input index, name, reason)
     nbytes: int = 0
 
     def __len__(self) -> int:
@@ -83,8 +75,13 @@ class FeatureWriter:
     """Collects per-file results into OUT.h5, crash-safely (see the module docstring).
 
     `done` holds the names already stored (from an earlier run when resuming, plus those added
-    since), so the caller can skip them; names that failed before are not in it and get retried.
+    since), so the caller can skip them; names that failed before are not in it and get retried;
+    `stored_segments` has the (source, start, end) of stored segment rows, for a resume to compare.
     Use it as a context manager: a normal exit merges (close), an exception keeps the parts (abort).
+
+    Rows come in completion order; OUT.h5 has them in input order: by `order` (name -> position in
+    this run's listing) where given, else by each row's `Row.index`. Rows of an earlier run that the
+    listing no longer has follow the others.
     """
 
     def __init__(
@@ -94,6 +91,7 @@ class FeatureWriter:
         mode: str = "new",
         commit_every_files: int = 64,
         commit_every_seconds: float = 20.0,
+        order: Mapping[str, int] | None = None,
     ) -> None:
         info.validate()
         if mode not in MODES:
@@ -108,6 +106,8 @@ class FeatureWriter:
         self.commit_every_files = commit_every_files
         self.commit_every_seconds = commit_every_seconds
         self.done: set[str] = set()
+        self.stored_segments: dict[str, Segment] = {}
+        self.order = order
         self._buffer = _Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._dtype = np.dtype(info.dtype)
@@ -148,7 +148,7 @@ class FeatureWriter:
         if self._merges_output():
             with open_output(self.path) as f:
                 check_resumable(self.path, stored_info(f), self.info)
-                done.update(read_strings(f["paths"]))
+                done.update(self._stored_names(f))
         if not self.parts.exists():
             return done
         for stale in self.parts.glob("*.tmp"):
@@ -163,34 +163,35 @@ class FeatureWriter:
         for segment in segment_files(self.parts):
             with open_output(segment) as f:
                 check_resumable(segment, stored_info(f), self.info)
-                done.update(read_strings(f["paths"]))
+                done.update(self._stored_names(f))
         return done
+
+    def _stored_names(self, f: Any) -> list[str]:
+        names = read_strings(f["paths"])
+        if self.info.segments:
+            sources = read_strings(f["source_path"])
+            self.stored_segments.update(zip(names, zip(sources, f["segment_start"][()].tolist(), f["segment_end"][()].tolist())))
+        return names
 
     # -- adding results --------------------------------------------------------------------------
 
-    def add(
-        self,
-        name: str,
-        num_samples: int,
-        source_sample_rate: int,
-        features: Mapping[Layer, np.ndarray],
-        segment: Segment | None = None,
-    ) -> None:
-        """Store one file's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all
-        layers; `segment` (source path, start, end) when the row is a part of a recording."""
+    def add(self, row: Row) -> None:
+        """Store one row's features: pooled (D,) / (2D,) per layer, or frames (T, D) with one T for all
+        layers; `row.segment` (source path, start, end) when the row is a part of a recording."""
         self._check_open()
-        if name in self.done:
-            raise W2VEmbedError(f"{name}: already stored in {self.path}; skip the names in writer.done")
-        if name in self._streams:  # its frames are on disk already: complete that segment
-            self._finish_stream(name, num_samples, source_sample_rate, segment)
+        if row.name in self.done:
+            raise W2VEmbedError(f"{row.name}: already stored in {self.path}; skip the names in writer.done")
+        if row.name in self._streams:  # its frames are on disk already: complete that segment
+            self._finish_stream(row)
             return
-        if (segment is None) == self.info.segments:
-            raise W2VEmbedError(f"{name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
+        if (row.segment is None) == self.info.segments:
+            raise W2VEmbedError(f"{row.name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
                                 f"with segments={self.info.segments}")
-        arrays = self._checked_features(name, features)
-        self._buffer.entries.append(_Entry(name, int(num_samples), int(source_sample_rate), arrays, segment))
+        arrays = self._checked_features(row.name, row.features)
+        self._buffer.entries.append(replace(row, features=arrays, num_samples=int(row.num_samples),
+                                            source_sample_rate=int(row.source_sample_rate)))
         self._buffer.nbytes += sum(a.nbytes for a in arrays.values())
-        self.done.add(name)
+        self.done.add(row.name)
         self._maybe_commit()
 
     def write_frames(self, name: str, layer: Layer, start: int, frames: np.ndarray, num_frames: int) -> None:
@@ -211,24 +212,24 @@ class FeatureWriter:
         if stream is not None:
             stream.discard()
 
-    def _finish_stream(self, name: str, num_samples: int, source_sample_rate: int, segment: Segment | None) -> None:
+    def _finish_stream(self, row: Row) -> None:
         self._lock.verify()
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
-        stream = self._streams.pop(name)
+        stream = self._streams.pop(row.name)
         try:
-            stream.finish(final, name, int(num_samples), int(source_sample_rate), segment)
+            stream.finish(final, row)
         except BaseException:
             stream.discard()
             raise
         fsync_dir(self.parts)
         self._next_segment += 1
-        self.done.add(name)
+        self.done.add(row.name)
 
-    def add_failure(self, name: str, error: str) -> None:
+    def add_failure(self, index: int, name: str, error: str) -> None:
         """Record why a file could not be embedded; a later successful retry removes the record."""
         self._check_open()
         self.discard_frames(name)
-        self._buffer.failures.append((name, " ".join(str(error).split()) or "unknown error"))
+        self._buffer.failures.append((index, name, " ".join(str(error).split()) or "unknown error"))
         self._maybe_commit()
 
     def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -284,8 +285,9 @@ class FeatureWriter:
             self._commit()
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
+            order = self.order if self.order is not None else "stored"
             with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
-                write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info), self._lock.verify)
+                write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info, order), self._lock.verify)
             shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
         finally:
             self._finish()
@@ -327,12 +329,14 @@ class FeatureWriter:
 
 
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
-    entries = buffer.entries
+    entries = sorted(buffer.entries, key=lambda e: e.index)  # in input order: the final merge copies runs of rows
     lengths = [len(e.features[info.layers[0]]) for e in entries] if info.has_offsets else []
     with create_h5(path) as f:
-        create_layout(f, info, len(entries), sum(lengths), buffer.failures, resizable=False)
+        failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
+        create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
         if entries:
             f["paths"][:] = encode_strings([e.name for e in entries])
+            f["input_index"][:] = [e.index for e in entries]
             f["num_samples"][:] = [e.num_samples for e in entries]
             f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])

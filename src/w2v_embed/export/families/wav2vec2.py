@@ -80,7 +80,7 @@ class Exportable(nn.Module):
 
     The other families share this data flow and override the step that differs: `project`, `embed` /
     `position`, `attention_bias` + `_attention`, or `_layer`; `unread` names the reference's weights that
-    its own forward pass ignores (families/__init__.py refuses a graph that leaves any other unread).
+    its own forward pass ignores (coverage.py refuses a graph that leaves any other unread).
 
     A float16 `model` gives a float16 graph with float32 inputs and outputs, except the first conv
     block of group-norm models: its statistics sum over every frame of a chunk, beyond float16's range,
