@@ -326,7 +326,8 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
     if checkpoint.adapter_file is not None:
         adapters.merge(arrays, list(expected), checkpoint.adapter_file)
     computed = _computed_buffers(model, config, arrays)
-    check_against_model({**computed, **arrays}, expected, checkpoint.weights[0].name)
+    persistent = {k: v for k, v in computed.items() if k in expected}  # the others are in no state dict
+    check_against_model({**persistent, **arrays}, expected, checkpoint.weights[0].name)
     state = {
         k: torch.from_numpy(arrays[k]).to(t.dtype) if k in arrays
         else computed.get(k, torch.zeros(t.shape, dtype=t.dtype))  # zeros: unused by inference

@@ -29,7 +29,7 @@ ENCODER_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.", "ma
 HEADS = (
     "quantizer.", "project_q.", "project_hid.", "lm_head.", "projector.", "classifier.", "layer_weights",
     "tdnn.", "objective.", "feature_extractor.weight", "feature_extractor.bias",  # XVector's own Linear
-    "ctc_proj.", "speaker_proj.", "label_embeddings_concat",
+    "ctc_proj.", "speaker_proj.", "label_embeddings_concat", "layer_norm_for_extract.",  # UniSpeech(-SAT) pre-training
 )
 POS_CONV = "encoder.pos_conv_embed.conv."
 WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
