@@ -42,6 +42,11 @@ SIZES = {
     "hubert-base": dict(model_type="hubert"),
     "wavlm-base": dict(model_type="wavlm"),
     "data2vec-audio-base": dict(model_type="data2vec-audio", conv_bias=True),
+    # facebook/wav2vec2-conformer-rel-pos-large and -rope-large.
+    **{f"conformer-{name}-large": dict(
+        model_type="wav2vec2-conformer", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096, feat_extract_norm="layer", conv_bias=True, position_embeddings_type=kind,
+    ) for name, kind in (("rel-pos", "relative"), ("rope", "rotary"))},
 }
 
 

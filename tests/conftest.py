@@ -14,6 +14,11 @@ VARIANTS = ("group", "stable")
 # (family, variant) of the other families, each as its published checkpoints are built.
 FAMILY_VARIANTS = [("hubert", "group"), ("hubert", "stable"), ("wavlm", "group"), ("wavlm", "stable"),
                    ("data2vec-audio", "layer")]
+# Families and variants of issue 20, each saved with its real class and heads, away from identity
+# (scripts/make_tiny_checkpoint.py): MMS adapters, mHuBERT 25 Hz, conformers, UniSpeech(-SAT).
+MORE_FAMILY_VARIANTS = [("wav2vec2", "mms"), ("hubert", "25hz"), ("wav2vec2-conformer", "relative"),
+                        ("wav2vec2-conformer", "rotary"), ("unispeech-sat", "group"), ("unispeech-sat", "stable"),
+                        ("unispeech", "stable")]
 
 
 def _load_script(name: str):

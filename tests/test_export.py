@@ -111,15 +111,19 @@ def test_config_that_does_not_match_weights(checkpoint_dir, tmp_path):
     _expect_error(folder, tmp_path / "x.onnx", "model.safetensors", "shape")
 
 
-@pytest.mark.parametrize("model_type", ["wav2vec2-conformer", "unispeech-sat", "sew"])
+@pytest.mark.parametrize("model_type", ["sew", "sew-d", "speecht5"])
 def test_unknown_model_type(checkpoint_dir, tmp_path, model_type):
+    from w2v_embed.export.families import SUPPORTED_MODEL_TYPES
+
     folder = tmp_path / model_type
     shutil.copytree(checkpoint_dir("group"), folder)
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = model_type
     (folder / "config.json").write_text(json.dumps(config))
     _expect_error(folder, tmp_path / "x.onnx", model_type, "not supported",
-                  "supported: data2vec-audio, hubert, wav2vec2, wavlm")
+                  f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    assert {"data2vec-audio", "hubert", "unispeech", "unispeech-sat", "wav2vec2", "wav2vec2-conformer",
+            "wavlm"} <= set(SUPPORTED_MODEL_TYPES)
 
 
 def _hub_cache(root: Path, repo_id: str, checkpoint: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:

@@ -75,8 +75,16 @@ def test_known_heads_are_still_dropped(checkpoint_dir, tmp_path):
     assert not any(n.startswith(("quantizer", "project_q", "project_hid")) for n in names)
 
 
-def test_weights_the_exported_graph_does_not_apply_are_refused(tmp_path):
-    # MMS-style attention adapters: Wav2Vec2Model has (and applies) them, the export's forward pass does not.
+def test_weights_the_exported_graph_does_not_apply_are_refused(tmp_path, monkeypatch):
+    # MMS-style attention adapters: Wav2Vec2Model applies them; a forward pass that skips them (as the
+    # export's did before issue 20) must be refused by name, not found as a verification mismatch.
+    from w2v_embed.export.families import wav2vec2
+
+    def without_adapters(self, layer, x, bias):
+        x = x + layer.dropout(self._attention(layer.attention, layer.layer_norm(x), bias))
+        return x + layer.feed_forward(layer.final_layer_norm(x))
+
+    monkeypatch.setattr(wav2vec2.Exportable, "_layer", without_adapters)
     folder = make_checkpoint(tmp_path / "adapters", "stable", adapter_attn_dim=8)
     with pytest.raises(W2VEmbedError, match=r"^\d+ weights \(encoder\.layers\.0\.adapter_layer\..*not used by the wav2vec2 export"):
         _export(folder, tmp_path / "x.onnx", verify=False)  # verification would catch it; --no-verify must too

@@ -50,6 +50,7 @@ class ModelInfo:
     external_data: str = ""  # file beside the .onnx with the weights (models over 2 GB); "" = inline
     external_data_tag: str = ""  # the data file's last bytes: proves it belongs to this .onnx
     precision: str = "float32"  # float32 | int8 (MatMul weights quantized) | float16 (for CUDA)
+    adapter: str = ""  # MMS: the language adapter exported (export --adapter); "" = the main file's
 
     @property
     def grid(self) -> FrameGrid:

@@ -16,7 +16,8 @@ from typing import Any
 
 from ..architecture import config_problem
 from ..errors import UsageError, W2VEmbedError
-from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights, read_state_dict
+from . import adapters
+from .weights import INDEX_SUFFIX, WEIGHT_FILES, WEIGHT_G, find_weights, read_state_dict
 
 
 def require_export_extra(module: str) -> Any:
@@ -54,6 +55,8 @@ class Checkpoint:
     subfolder: str = ""  # where in the repository (or folder) the weights are; "" = its root
     preprocessor: Path | None = None  # beside the weights, else the repository root's
     notes: tuple[str, ...] = ()  # what the user should be told: a folder found for them, a differing config
+    adapter: str = ""  # the MMS language whose adapter file replaces the main file's adapters ("" = none)
+    adapter_file: Path | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -66,8 +69,9 @@ class Checkpoint:
         return bool(_read_json(path).get("do_normalize", True)) if path is not None and path.exists() else True
 
     def weights_sha256(self) -> str:
+        """Of the weights the model is built from: the files, then the adapter file if any."""
         digest = hashlib.sha256()
-        for path in self.weights:
+        for path in (*self.weights, *([self.adapter_file] if self.adapter_file else [])):
             with open(path, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
@@ -152,36 +156,54 @@ def _check_inside(source: str, subfolder: str | None) -> None:
 
 
 def resolve(
-    source: str, revision: str | None = None, subfolder: str | None = None, cache_dir: str | None = None
+    source: str, revision: str | None = None, subfolder: str | None = None, cache_dir: str | None = None,
+    adapter: str | None = None,
 ) -> Checkpoint:
     """A local folder is used as is; anything else is taken as a hub id and downloaded (or read from cache).
 
     When the folder asked for has config.json but no weights, the one sub-folder below it that holds
-    both is used (several: an error listing them).
+    both is used (several: an error listing them). `adapter`: an MMS language whose adapter file,
+    beside the weights, is fetched too (adapters.py).
     """
     _check_inside(source, subfolder)
     local = Path(source) / (subfolder or "")
     if local.is_dir():
-        if not (local / CONFIG).exists():
-            raise W2VEmbedError(f"{local}: no config.json here; is this a checkpoint folder?")
-        preprocessor = local / PREPROCESSOR
-        try:
-            weights = find_weights(local)
-        except W2VEmbedError:
-            candidates = weight_folders(local_files(local))
-            if not candidates:
-                raise
-            found = _pick_folder(candidates, str(local))
-            folder = local / found
-            own = folder / PREPROCESSOR
-            return Checkpoint(
-                folder, source, revision, find_weights(folder), _subfolder(subfolder, found),
-                own if own.exists() else preprocessor, _notes(found, local / CONFIG, folder / CONFIG),
-            )
-        return Checkpoint(local, source, revision, weights, _subfolder(subfolder), preprocessor)
+        checkpoint = _local(source, local, revision, subfolder)
+        return adapters.attach(
+            checkpoint, adapter, lambda name: _file(checkpoint.folder / name), lambda: local_files(checkpoint.folder)
+        )
     if Path(source).exists() or source.startswith((".", "/")) or source.count("/") > 1:
         raise W2VEmbedError(f"{source}: not a checkpoint folder (and not a hub id like owner/name)")
-    return _Hub(source, revision, cache_dir).checkpoint(_subfolder(subfolder))
+    hub = _Hub(source, revision, cache_dir)
+    checkpoint = hub.checkpoint(_subfolder(subfolder))
+    return adapters.attach(
+        checkpoint, adapter, lambda name: hub.optional(name, checkpoint.subfolder),
+        lambda: hub.listing(checkpoint.folder, checkpoint.subfolder),
+    )
+
+
+def _file(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _local(source: str, local: Path, revision: str | None, subfolder: str | None) -> Checkpoint:
+    if not (local / CONFIG).exists():
+        raise W2VEmbedError(f"{local}: no config.json here; is this a checkpoint folder?")
+    preprocessor = local / PREPROCESSOR
+    try:
+        weights = find_weights(local)
+    except W2VEmbedError:
+        candidates = weight_folders(local_files(local))
+        if not candidates:
+            raise
+        found = _pick_folder(candidates, str(local))
+        folder = local / found
+        own = folder / PREPROCESSOR
+        return Checkpoint(
+            folder, source, revision, find_weights(folder), _subfolder(subfolder, found),
+            own if own.exists() else preprocessor, _notes(found, local / CONFIG, folder / CONFIG),
+        )
+    return Checkpoint(local, source, revision, weights, _subfolder(subfolder), preprocessor)
 
 
 class _Hub:
@@ -228,6 +250,12 @@ class _Hub:
             except Exception:  # any network or hub failure: the cache is the best we have
                 pass
         return local_files(snapshot)
+
+    def listing(self, folder: Path, subfolder: str) -> list[str]:
+        """Names of the repository's files in `subfolder` (`folder`: its place in the cached snapshot)."""
+        snapshot = folder.parents[len(Path(subfolder).parts) - 1] if subfolder else folder
+        prefix = f"{subfolder}/" if subfolder else ""
+        return [f[len(prefix):] for f in self.files(snapshot) if f.startswith(prefix)]
 
     def checkpoint(self, subfolder: str) -> Checkpoint:
         from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
@@ -293,14 +321,22 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
             model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
     except Exception as exc:  # transformers raises several kinds for a bad config (unknown activation …)
         raise W2VEmbedError(f"{config_path}: cannot build the model it describes ({_reason(exc)})") from exc
-    arrays = read_state_dict(checkpoint.weights)
     expected = model.state_dict()
-    check_against_model(arrays, expected, checkpoint.weights[0].name)
+    arrays = read_state_dict(checkpoint.weights, weight_norm=WEIGHT_G in expected)
+    if checkpoint.adapter_file is not None:
+        adapters.merge(arrays, list(expected), checkpoint.adapter_file)
+    computed = _computed_buffers(model, config, arrays)
+    persistent = {k: v for k, v in computed.items() if k in expected}  # the others are in no state dict
+    check_against_model({**persistent, **arrays}, expected, checkpoint.weights[0].name)
     state = {
-        k: torch.from_numpy(arrays[k]) if k in arrays else torch.zeros(t.shape, dtype=t.dtype)  # unused by inference
+        k: torch.from_numpy(arrays[k]).to(t.dtype) if k in arrays
+        else computed.get(k, torch.zeros(t.shape, dtype=t.dtype))  # zeros: unused by inference
         for k, t in expected.items()
     }
     model.load_state_dict(state, assign=True)
+    for name, tensor in computed.items():  # non-persistent buffers are in no state dict
+        owner, _, attr = name.rpartition(".")
+        model.get_submodule(owner).register_buffer(attr, tensor, persistent=name in expected)
     return model
 
 
@@ -309,3 +345,21 @@ def _reason(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = " ".join(lines)[:300]
     return f"{type(exc).__name__}: {text}" if isinstance(exc, (KeyError, TypeError)) or not text else text
+
+
+def _computed_buffers(model: Any, config: Any, arrays: dict[str, Any]) -> dict[str, Any]:
+    """Buffers the checkpoint does not hold that transformers computes from the config (the conformer's
+    sinusoid table, never saved; its rotary frequencies, absent from older checkpoints): each module
+    owning one is built again, on the CPU, and its buffers taken. Modules that cannot be built from
+    the config alone (a BatchNorm's statistics) are left to the missing-weights check."""
+    out = {}
+    for prefix, module in model.named_modules():
+        names = [n for n, _ in module.named_buffers(recurse=False) if f"{prefix}.{n}".lstrip(".") not in arrays]
+        if not names:
+            continue
+        try:
+            fresh = type(module)(config)
+        except Exception:  # not a config-built module
+            continue
+        out.update({f"{prefix}.{n}".lstrip("."): getattr(fresh, n) for n in names})
+    return out

@@ -41,6 +41,7 @@ class ExportOptions:
     min_cosine: float = 0.995  # a quantized model must keep at least this cosine to float32 on every layer
     external_data_bytes: int = EXTERNAL_DATA_BYTES  # weights above this go to NAME.onnx.data (protobuf: 2 GB)
     overwrite: bool = False  # replace an existing output file
+    adapter: str | None = None  # MMS: the language whose adapter.LANG.safetensors goes into the encoder
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def model_info(checkpoint: Checkpoint, config: object) -> ModelInfo:
         do_stable_layer_norm=stable_layer_norm(config),
         exporter_version=__version__,
         weights_sha256=checkpoint.weights_sha256(),
+        adapter=checkpoint.adapter,
     )
 
 
@@ -120,7 +122,7 @@ def export_model(
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
     target = Path(options.output) if options.output else default_output(source)
     _check_target(target, options.overwrite)
-    checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir)
+    checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir, options.adapter)
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)

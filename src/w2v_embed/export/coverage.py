@@ -19,6 +19,8 @@ from ..errors import W2VEmbedError
 
 # In Wav2Vec2Model (and the other families) but read only by training's span masking; checkpoints may lack it.
 OPTIONAL_KEYS = ("masked_spec_embed",)
+# BatchNorm's integer step counter: never read in eval, and skipped by the .bin reader (floats only).
+OPTIONAL_SUFFIXES = (".num_batches_tracked",)
 SHOWN = 3  # names given in an error; the rest are counted
 
 
@@ -30,7 +32,7 @@ def few(names: list[str]) -> str:
 
 def check_against_model(arrays: Mapping[str, Any], expected: Mapping[str, Any], weights_name: str) -> None:
     """The checkpoint's encoder arrays and the model config.json builds have the same names and shapes."""
-    missing = [k for k in expected if k not in arrays and k not in OPTIONAL_KEYS]
+    missing = [k for k in expected if k not in arrays and k not in OPTIONAL_KEYS and not k.endswith(OPTIONAL_SUFFIXES)]
     if missing:
         raise W2VEmbedError(
             f"{weights_name}: {len(missing)} encoder weights missing (e.g. {missing[0]}); "
@@ -65,7 +67,8 @@ def _layers_hint(arrays: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
 
 def check_graph_uses(reference: Any) -> None:
     """Run the family's exportable forward pass once, on two frames of silence, and refuse if it reads
-    none of some checkpoint weights (e.g. MMS's per-layer adapters, which the exported graph lacks)."""
+    none of some checkpoint weights, except those the family declares transformers' own forward ignores
+    too (`Exportable.unread`: e.g. the conformer's positional conv)."""
     import torch
     from torch.overrides import TorchFunctionMode
 
@@ -84,7 +87,8 @@ def check_graph_uses(reference: Any) -> None:
     samples = grid.receptive_field + grid.hop
     with torch.no_grad(), Seen():
         wrapper(torch.zeros(1, samples), torch.tensor([samples]))
-    unused = [name for name, p in reference.named_parameters() if id(p) not in seen and name not in OPTIONAL_KEYS]
+    skip = (*OPTIONAL_KEYS, *wrapper.unread())
+    unused = [name for name, p in reference.named_parameters() if id(p) not in seen and not name.startswith(skip)]
     if unused:
         raise W2VEmbedError(
             f"{few(unused)} of the checkpoint are not used by the {config.model_type} export; "

@@ -10,13 +10,20 @@ from typing import Any
 import numpy as np
 
 from ..batching import pad_batch
+from ..chunking import FrameGrid
 from ..errors import W2VEmbedError
 from ..layers import LAST, Layer
 from ..runtime import OnnxModel
 
-# Lengths in samples: short, odd, a few seconds; the last three also run as one padded batch.
-VERIFY_LENGTHS = (400, 4_321, 16_000, 40_000)
+# Lengths in samples: the shortest the conv layout accepts (its receptive field: 400 for the usual
+# seven convs, 720 for mHuBERT's eight), odd, a few seconds; the batch lengths run as one padded batch.
+VERIFY_LENGTHS = (4_321, 16_000, 40_000)
 BATCH_LENGTHS = (40_000, 9_999, 23_456)
+
+
+def probe_lengths(grid: FrameGrid) -> tuple[int, ...]:
+    """The receptive field, then VERIFY_LENGTHS longer than it."""
+    return (grid.receptive_field, *(n for n in VERIFY_LENGTHS if n > grid.receptive_field))
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,10 @@ def compare(
             cos = float(cosine_rows(ours, ref[k]).min())
             worst[k] = (max(worst[k][0], diff), min(worst[k][1], cos))
 
-    signals = {n: rng.standard_normal(n).astype(np.float32) for n in sorted(set(VERIFY_LENGTHS + BATCH_LENGTHS))}
+    alone = probe_lengths(onnx_model.info.grid)
+    signals = {n: rng.standard_normal(n).astype(np.float32) for n in sorted(set(alone + BATCH_LENGTHS))}
     refs = {n: reference(x) for n, x in signals.items()}
-    for n in VERIFY_LENGTHS:
+    for n in alone:
         record(onnx_model.run(signals[n][None], np.array([n]), layers), 0, refs[n])
     batch, lengths = pad_batch([signals[n] for n in BATCH_LENGTHS])
     got = onnx_model.run(batch, lengths, layers)

@@ -29,7 +29,7 @@ ENCODER_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.", "ma
 HEADS = (
     "quantizer.", "project_q.", "project_hid.", "lm_head.", "projector.", "classifier.", "layer_weights",
     "tdnn.", "objective.", "feature_extractor.weight", "feature_extractor.bias",  # XVector's own Linear
-    "ctc_proj.", "speaker_proj.", "label_embeddings_concat",
+    "ctc_proj.", "speaker_proj.", "label_embeddings_concat", "layer_norm_for_extract.",  # UniSpeech(-SAT) pre-training
 )
 POS_CONV = "encoder.pos_conv_embed.conv."
 WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
@@ -55,13 +55,14 @@ def find_weights(folder: Path) -> list[Path]:
     raise W2VEmbedError(f"{folder}: no weights found; expected one of {expected}")
 
 
-def read_state_dict(files: list[Path]) -> dict[str, np.ndarray]:
+def read_state_dict(files: list[Path], weight_norm: bool = True) -> dict[str, np.ndarray]:
     """Read the files (one format) as float32 arrays named like transformers 5's `Wav2Vec2Model(config).state_dict()`.
 
     Known heads (quantizer, lm_head, classifier …, `HEADS`) are dropped and the `wav2vec2.` prefix
     stripped, so any wav2vec2 checkpoint loads into the bare encoder the exporter builds; other names
     are kept, so that export can refuse weights it would not use. A shard index
-    (`*.index.json`) may be given in place of its shards.
+    (`*.index.json`) may be given in place of its shards. `weight_norm=False`: the model's positional
+    conv is a plain conv (HuBERT's conv_pos_batch_norm), so its weight keeps its name.
     """
     paths = [p for f in files for p in (_shards(Path(f)) if str(f).endswith(INDEX_SUFFIX) else [Path(f)])]
     if not paths:
@@ -81,14 +82,14 @@ def read_state_dict(files: list[Path]) -> dict[str, np.ndarray]:
             text = str(exc).strip()
             reason = text.splitlines()[0] if text else type(exc).__name__
             raise W2VEmbedError(f"{path}: cannot read weights, the file is damaged or truncated ({reason})") from exc
-    state = normalize_names(raw)
+    state = normalize_names(raw, weight_norm)
     if not any(k.startswith("encoder.") for k in state):
         where = str(paths[0]) + (f" (+{len(paths) - 1} more shards)" if len(paths) > 1 else "")
         raise W2VEmbedError(f"{where}: no encoder weights in it ({len(raw)} tensors, none named encoder.*)")
     return state
 
 
-def normalize_names(raw: Raw) -> dict[str, np.ndarray]:
+def normalize_names(raw: Raw, weight_norm: bool = True) -> dict[str, np.ndarray]:
     """Strip the base-model prefix, drop known heads, use transformers 5's names for the weight-normed pos conv."""
     out: dict[str, np.ndarray] = {}
     for name, value in raw.items():
@@ -105,9 +106,9 @@ def normalize_names(raw: Raw) -> dict[str, np.ndarray]:
             name, value = WEIGHT_G, value.reshape(1, 1, -1)
         elif name == POS_CONV + "weight_v":
             name = WEIGHT_V
-        array = np.ascontiguousarray(value, dtype=np.float32)
+        array = np.asarray(value, dtype=np.float32, order="C")  # keeps 0-d buffers 0-d (ascontiguousarray: 1-d)
         out[name] = array if array.flags.writeable else array.copy()  # torch.from_numpy wants writable memory
-    if POS_CONV + "weight" in out and WEIGHT_G not in out:  # weight norm already folded in: g·v/‖v‖ == w
+    if weight_norm and POS_CONV + "weight" in out and WEIGHT_G not in out:  # weight norm already folded in: g·v/‖v‖ == w
         weight = out.pop(POS_CONV + "weight")
         out[WEIGHT_G] = np.sqrt((weight.astype(np.float64) ** 2).sum(axis=(0, 1), keepdims=True)).astype(np.float32)
         out[WEIGHT_V] = weight

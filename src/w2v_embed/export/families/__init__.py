@@ -29,5 +29,6 @@ def feat_extract_norm(config: object) -> str:
 
 
 def stable_layer_norm(config: object) -> bool:
-    """Pre-norm encoder layers with a final LayerNorm (large models); absent = post-norm."""
-    return bool(getattr(config, "do_stable_layer_norm", False))
+    """Pre-norm encoder layers with a final LayerNorm (large models); absent = post-norm, except for
+    conformers, whose blocks are always pre-norm (their configs lack the field)."""
+    return bool(getattr(config, "do_stable_layer_norm", getattr(config, "model_type", "") == "wav2vec2-conformer"))

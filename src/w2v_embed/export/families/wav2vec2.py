@@ -78,8 +78,9 @@ class Exportable(nn.Module):
     k the output of layer k (for stable-layer-norm models without the encoder's final LayerNorm,
     which transformers 5 applies only to `last_hidden_state`, the extra last output).
 
-    The other families (hubert.py, wavlm.py, data2vec_audio.py) share this data flow and override
-    the step that differs: `project`, `position`, or `attention_bias` + `_attention`.
+    The other families share this data flow and override the step that differs: `project`, `embed` /
+    `position`, `attention_bias` + `_attention`, or `_layer`; `unread` names the reference's weights that
+    its own forward pass ignores (coverage.py refuses a graph that leaves any other unread).
 
     A float16 `model` gives a float16 graph with float32 inputs and outputs, except the first conv
     block of group-norm models: its statistics sum over every frame of a chunk, beyond float16's range,
@@ -107,9 +108,7 @@ class Exportable(nn.Module):
         valid = _time_mask(frame_lengths[-1], x, 1)  # [B, T]
         x = x * valid[:, :, None]  # padded frames are zeros, exactly like the conv's own zero padding
         encoder = self.model.encoder
-        x = x + self.position(x, valid)
-        if not self.stable:
-            x = encoder.layer_norm(x)
+        x = self.embed(x, valid)
         bias = self.attention_bias(x, valid)
         states = [x]
         for layer in encoder.layers:
@@ -117,6 +116,11 @@ class Exportable(nn.Module):
             states.append(x)
         last = encoder.layer_norm(x) if self.stable else x
         return tuple(state.float() for state in (*states, last))
+
+    def unread(self) -> tuple[str, ...]:
+        """Name prefixes of weights transformers' forward ignores too: the SpecAugment vector (training
+        only) and, under group norm, the first conv's bias (the normalisation cancels it)."""
+        return ("masked_spec_embed", *(["feature_extractor.conv_layers.0.conv.bias"] if self.group_norm else []))
 
     def conv_features(self, input_values: torch.Tensor, frame_lengths: list[torch.Tensor]) -> torch.Tensor:
         """The conv stack, [B, T, C]; group norm over valid frames only."""
@@ -135,6 +139,12 @@ class Exportable(nn.Module):
         projection = self.model.feature_projection
         return projection.projection(projection.layer_norm(x))
 
+    def embed(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The first transformer layer's input: frames plus their positional conv embedding (post-norm
+        models: then the encoder's LayerNorm)."""
+        x = x + self.position(x, valid)
+        return x if self.stable else self.model.encoder.layer_norm(x)
+
     def position(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Positional conv embedding of frames whose padding is zero (as the conv's own padding)."""
         return self.model.encoder.pos_conv_embed(x)
@@ -146,13 +156,15 @@ class Exportable(nn.Module):
     def _layer(self, layer: nn.Module, x: torch.Tensor, bias: object) -> torch.Tensor:
         if self.stable:
             x = x + layer.dropout(self._attention(layer.attention, layer.layer_norm(x), bias))
-            return x + layer.feed_forward(layer.final_layer_norm(x))
+            x = x + layer.feed_forward(layer.final_layer_norm(x))
+            adapter = getattr(layer, "adapter_layer", None)  # MMS: a per-language attention adapter, residual
+            return x if adapter is None else x + adapter(x)
         x = layer.layer_norm(x + self._attention(layer.attention, x, bias))
         return layer.final_layer_norm(x + layer.feed_forward(x))
 
     def _attention(self, attn: nn.Module, x: torch.Tensor, bias: object) -> torch.Tensor:
         q, k, v = (split_heads(proj(x), attn.num_heads) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-        return attend(attn, q, k, v, torch.matmul(q, k.transpose(2, 3)) * attn.scaling + bias)
+        return attend(attn.out_proj, q, k, v, torch.matmul(q, k.transpose(2, 3)) * attn.scaling + bias)
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -161,8 +173,8 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(batch, steps, heads, width // heads).transpose(1, 2)
 
 
-def attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def attend(out_proj: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """softmax(scores) · v, heads merged, through the output projection."""
     out = torch.matmul(torch.softmax(scores, dim=-1), v)
     batch, heads, steps, width = out.shape
-    return attn.out_proj(out.transpose(1, 2).reshape(batch, steps, heads * width))
+    return out_proj(out.transpose(1, 2).reshape(batch, steps, heads * width))

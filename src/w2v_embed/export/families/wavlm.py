@@ -30,4 +30,4 @@ class Exportable(wav2vec2.Exportable):
         gate = torch.sigmoid(proj.reshape(*proj.shape[:-1], 2, 4).sum(-1))  # [B, heads, T, 2]
         scale = gate[..., :1] * (gate[..., 1:] * attn.gru_rel_pos_const - 1.0) + 2.0  # [B, heads, T, 1]
         scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling + scale * position + key_bias
-        return wav2vec2.attend(attn, q, k, v, scores)
+        return wav2vec2.attend(attn.out_proj, q, k, v, scores)
