@@ -8,7 +8,6 @@ bounded by the lookahead window, not by file length or corpus size.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
@@ -303,6 +302,8 @@ class Embedder:
 
     def with_options(self, **changes: object) -> Embedder:
         """The same loaded model with other options (e.g. layers=(6,), pool='none')."""
-        clone = copy.copy(self)
+        model = self.model  # an unpickled Embedder loads here, so that the clone shares its sessions
+        clone = object.__new__(Embedder)
+        clone.__dict__.update(vars(self), model=model)
         clone._configure(dataclasses.replace(self.options, **changes))
         return clone

@@ -56,7 +56,8 @@ def log_mel(signal: np.ndarray) -> np.ndarray:
         f = f - f.mean(axis=1, keepdims=True)
         f[:, 1:] -= PREEMPHASIS * f[:, :-1]  # the right side is a temporary: the previous sample's old value
         f[:, 0] *= 1.0 - PREEMPHASIS
-        power = np.abs(np.fft.rfft(f * WINDOW, n=FFT)) ** 2
+        spectrum = np.fft.rfft(f * WINDOW, n=FFT).astype(np.complex64)  # as transformers keeps it
+        power = np.abs(spectrum, dtype=np.float64) ** 2
         out[a:b] = np.log(np.maximum(MEL_FLOOR, power @ FILTERS))
     return out
 
