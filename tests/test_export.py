@@ -119,7 +119,7 @@ def test_unknown_model_type(checkpoint_dir, tmp_path, model_type):
     config["model_type"] = model_type
     (folder / "config.json").write_text(json.dumps(config))
     _expect_error(folder, tmp_path / "x.onnx", model_type, "not supported",
-                  "supported: data2vec-audio, hubert, wav2vec2, wavlm")
+                  "supported: data2vec-audio, hubert, wav2vec2, wav2vec2-bert, wavlm")
 
 
 def _hub_cache(root: Path, repo_id: str, checkpoint: Path, commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:

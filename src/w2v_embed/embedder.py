@@ -136,10 +136,6 @@ class _Piece:
     chunk: Chunk
     inputs: np.ndarray  # the chunk's model input: samples, or fbank rows
 
-    @property
-    def samples(self) -> int:
-        return self.chunk.stop - self.chunk.start
-
 
 class Embedder:
     """Embed audio with an exported model: `Embedder("models/x.onnx").embed(audio, sr)`.
@@ -167,9 +163,6 @@ class Embedder:
             return {"_spec": self.__dict__["_spec"]}
         model = self.model
         return {"_spec": (str(model.path), model.requested_device, self._threads, self.options, self.info.weights_sha256)}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
 
     def __getattr__(self, name: str) -> Any:
         """Called only for attributes not set: an unpickled Embedder loads its model here, on first use."""
@@ -276,7 +269,7 @@ class Embedder:
         self, queue: list[_Piece], poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler | _Streamed]], remaining: dict[Hashable, int]
     ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
         multiple = int(self.frontend.rate) if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
-        for rows in make_batches([p.samples for p in queue], self.batch_rows, self.batch_samples):
+        for rows in make_batches([p.chunk.stop - p.chunk.start for p in queue], self.batch_rows, self.batch_samples):
             pieces = [queue[i] for i in rows]
             batch, lengths = pad_batch([p.inputs for p in pieces], multiple)
             outputs = self.model.run(batch, lengths, self.layers)
