@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from w2v_embed.embedder import EmbedOptions, Embedder
+from w2v_embed.embedder import Embedder, EmbedOptions
 from w2v_embed.errors import W2VEmbedError
 
 LENGTHS = (9_000, 48_000, 4_000, 20_001, 33_333)

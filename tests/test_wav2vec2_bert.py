@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import w2v_embed
-from w2v_embed.embedder import EmbedOptions, Embedder
+from w2v_embed.embedder import Embedder, EmbedOptions
 from w2v_embed.errors import W2VEmbedError
 
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, output_hidden_size=32,
