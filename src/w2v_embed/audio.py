@@ -26,10 +26,10 @@ import soundfile as sf
 from . import ffmpeg
 from .errors import AudioError, one_line
 from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
-from .resample import NORM_EPS, carve, normalize, past_end, resample_blocks
+from .resample import carve, past_end, resample_blocks
 
-__all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "NORM_EPS", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode",
-           "decode_segments", "ffmpeg_executable", "normalize"]
+__all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode", "decode_segments",
+           "ffmpeg_executable"]
 
 TARGET_SAMPLE_RATE = 16000
 MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1_000, 768_000  # Hz; outside: a broken or hostile header, not audio

@@ -1,4 +1,4 @@
-"""Downmix and resample to the model's rate, one signal at a time, and the model's input normalisation.
+"""Downmix and resample to the model's rate, one signal at a time.
 
 Blocks of (frames, channels) come from a decoder (libsndfile or ffmpeg, see audio.py); each signal
 has its own streaming soxr resampler, which gives the same samples as resampling the whole signal
@@ -17,33 +17,6 @@ import numpy as np
 import soxr
 
 from .errors import AudioError
-
-NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
-_NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
-
-
-def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
-
-    Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
-    only full-size allocation is the float32 result, and not even that with `inplace` (a float32
-    array is then overwritten: two hours of audio are 460 MB).
-    """
-    x = np.asarray(samples, dtype=np.float32)
-    flat = x.reshape(-1)
-    out = flat if inplace and x is samples else np.empty_like(flat)
-    if flat.size == 0:
-        return out.reshape(x.shape)
-    mean = float(flat.sum(dtype=np.float64)) / flat.size
-    squares = 0.0
-    for start in range(0, flat.size, _NORM_BLOCK):
-        d = flat[start : start + _NORM_BLOCK].astype(np.float64) - mean
-        squares += float(np.dot(d, d))
-    std = math.sqrt(squares / flat.size + NORM_EPS)
-    for start in range(0, flat.size, _NORM_BLOCK):
-        piece = flat[start : start + _NORM_BLOCK].astype(np.float64)
-        out[start : start + _NORM_BLOCK] = (piece - mean) / std
-    return out.reshape(x.shape)
 
 
 def downmix(block: np.ndarray, channel: int | None) -> np.ndarray:

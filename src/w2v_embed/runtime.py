@@ -1,6 +1,7 @@
 """Run an exported model with ONNX Runtime; read what `extract` needs from its metadata.
 
-The ONNX contract: inputs `input_values` float32 [batch, samples] and `lengths` int64 [batch];
+The ONNX contract: inputs `input_values` float32 [batch, samples] (or, for the fbank front end,
+`input_features` [batch, frames, 160]) and `lengths` int64 [batch] (valid samples or frames);
 outputs `hidden_state_0` … `hidden_state_L` and `last_hidden_state`, each [batch, frames, hidden];
 `metadata_props`
 describe the model so that no checkpoint is needed at extraction time.
@@ -51,6 +52,7 @@ class ModelInfo:
     external_data_tag: str = ""  # the data file's last bytes: proves it belongs to this .onnx
     precision: str = "float32"  # float32 | int8 (MatMul weights quantized) | float16 (for CUDA)
     adapter: str = ""  # MMS: the language adapter exported (export --adapter); "" = the main file's
+    frontend: str = "waveform"  # what the model eats: waveform (input_values) | fbank (input_features, w2v-BERT)
 
     @property
     def grid(self) -> FrameGrid:
@@ -253,8 +255,8 @@ class OnnxModel:
         if not layers or any(not isinstance(k, int) or not 0 <= k <= self.info.num_layers for k in numbered):
             raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers} or last")
         session = self.prepare(depth(layers, self.info.num_layers))
-        feeds = {
-            "input_values": np.ascontiguousarray(input_values, dtype=np.float32),
+        feeds = {  # the first input is input_values [batch, samples] or input_features [batch, frames, dims]
+            session.get_inputs()[0].name: np.ascontiguousarray(input_values, dtype=np.float32),
             "lengths": np.asarray(lengths, dtype=np.int64),
         }
         return dict(zip(layers, session.run([self._output(k, session) for k in layers], feeds)))
