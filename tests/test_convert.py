@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
+from interop_utils import extract, make_corpus
 from typer.testing import CliRunner
 
 import w2v_embed
-from interop_utils import extract, make_corpus
 from w2v_embed.cli import app
 from w2v_embed.errors import W2VEmbedError
 

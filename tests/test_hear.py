@@ -23,14 +23,14 @@ def test_hear_validator_passes(onnx_model):
         paths.append(str(ROOT / "tests" / "stubs"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "hearvalidator.validate", "w2v_embed.hear", "--model", str(onnx_model("group")), "--device", "cpu"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Looks good!" in result.stdout
 
 
 def test_api_contract(onnx_model, monkeypatch):
     import w2v_embed
-    import w2v_embed.hear as hear
+    from w2v_embed import hear
 
     monkeypatch.setenv("W2V_EMBED_LAYER", "2")
     model = hear.load_model(str(onnx_model("group")))

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from audio_utils import noise, write_audio
 
 lhotse = pytest.importorskip("lhotse")
@@ -31,9 +30,10 @@ def extractor(onnx_model, layer="last"):
 
 
 def test_compute_and_store_features_then_validate(cuts, onnx_model, tmp_path):
-    import w2v_embed
     from lhotse.features.io import NumpyHdf5Writer
     from lhotse.utils import compute_num_frames
+
+    import w2v_embed
 
     cutset, _ = cuts
     ex = extractor(onnx_model, layer=1)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedder import EmbedOptions, Embedder
+from .embedder import Embedder, EmbedOptions
 from .errors import UsageError, W2VEmbedError
 
 LAYER_ENV = "W2V_EMBED_LAYER"

@@ -25,7 +25,7 @@ try:
 except ImportError as exc:  # the module is the adapter: without lhotse there is nothing to register
     raise ImportError("w2v_embed.lhotse needs lhotse: needs the 'interop' extra: pip install 'w2v-embed[interop]'") from exc
 
-from .embedder import EmbedOptions, Embedder
+from .embedder import Embedder, EmbedOptions
 from .errors import UsageError, W2VEmbedError
 
 

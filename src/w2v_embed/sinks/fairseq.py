@@ -69,8 +69,7 @@ class FairseqSink(StagedSink):
         root = self.root if self.root is not None else manifest_root(names)
         with open(self._tsv, "w") as f:
             f.write(f"{root}\n")
-            for name, samples in self._manifest:
-                f.write(f"{os.path.relpath(name, root) if root else name}\t{samples}\n")
+            f.writelines(f"{os.path.relpath(name, root) if root else name}\t{samples}\n" for name, samples in self._manifest)
 
     def _discard(self) -> None:
         self._npy.close()
