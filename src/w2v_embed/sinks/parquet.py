@@ -16,7 +16,7 @@ from ..store.sink import Row
 from . import optional
 from .base import StagedSink
 
-GROUP_BYTES = 64 << 20  # features buffered before a row group is written
+GROUP_BYTES = 16 << 20  # features buffered before a row group is written (peak memory is a few times this)
 
 
 def column_name(layer: Layer) -> str:
@@ -77,7 +77,7 @@ class ParquetSink(StagedSink):
             arrays[column_name(k)] = pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), block.shape[1])
         table = pa.table(arrays)
         if self._writer is None:
-            self._writer = self.pq.ParquetWriter(self._temp, table.schema)
+            self._writer = self.pq.ParquetWriter(self._temp, table.schema, use_dictionary=False)  # unique names, float lists: dictionaries gain nothing
         self._writer.write_table(table)
         self._columns, self._feats, self._buffered = {}, {k: [] for k in self.layers}, 0
 
