@@ -79,6 +79,10 @@ class Exportable(nn.Module):
         """What the export traces with: two rows of fbank features, one padded."""
         return torch.zeros(2, 50, 160), torch.tensor([50, 37], dtype=torch.int64)
 
+    def unread(self) -> tuple[str, ...]:
+        """Weights transformers' forward ignores too: the SpecAugment vector (training only)."""
+        return ("masked_spec_embed",)
+
     def forward(self, input_features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         projection = self.model.feature_projection
         x = projection.projection(projection.layer_norm(input_features.to(self.dtype)))
