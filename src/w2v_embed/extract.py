@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from .errors import UsageError, W2VEmbedError
 from .segments import close_groups
 from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
+from .store.sink import Row
+
+if TYPE_CHECKING:
+    from .units.stage import Units
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -227,22 +231,36 @@ def extract(
     options: ExtractOptions = ExtractOptions(),
     progress: Progress | None = None,
     engine: Engine | None = None,
+    units: Units | None = None,
 ) -> ExtractSummary:
     """Embed every file into `output` (an .h5 path, or a text stream for JSON Lines); bad files are
     recorded under /failed (reported in the summary), never fatal.
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
     back here to the one FeatureWriter, so every engine has the same resume and crash safety.
+    With `units` (units.stage.prepare), each frame of the codebook's layer becomes a unit and
+    units are written instead of features (units.sinks: .km text, JSON Lines or HDF5).
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
     info = run_info(embedder, options, files)
-    if hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
+    if units is not None:  # discrete units instead of features: the units stage after the frames, its own sinks
+        from .units.sinks import open_units_sink
+        from .units.stage import UnitsEngine
+
+        if options.mode == "resume":
+            raise UsageError("--units: outputs of units are not resumable (no frames are stored: rerun with --overwrite)")
+        engine = UnitsEngine(engine, units)
+        summary = ExtractSummary(Path("-" if hasattr(output, "write") else output))
+        writer = open_units_sink(output, units, info, range(len(files)), options.mode == "overwrite")
+    elif hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
         summary = ExtractSummary(Path("-"))
-        writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info)
+        writer = JsonLinesWriter(output, info)
     else:
         summary = ExtractSummary(Path(output))
         writer = FeatureWriter(Path(output), info, options.mode, options.save_every_files, options.save_every_seconds)
+    sink = writer if units is not None else _RowAdapter(writer)
+    index = {f.name: i for i, f in enumerate(files)}
     with writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
         todo = [f for f in files if f.name not in writer.done]
@@ -253,16 +271,29 @@ def extract(
                 continue  # an engine that retried a file may deliver it twice: it is stored once
             seconds = result.num_samples / embedder.info.sample_rate
             if result.features is None:
-                writer.add_failure(result.name, result.error)
+                sink.add_failure(index[result.name], result.name, result.error)
                 summary.failed += 1
                 summary.failures.append((result.name, result.error))
                 seconds = 0.0
             else:
-                writer.add(result.name, result.num_samples, result.source_sample_rate, result.features,
-                           segments.get(result.name))
+                sink.add(Row(index[result.name], result.name, result.num_samples, result.source_sample_rate,
+                             result.features, segments.get(result.name)))
                 summary.ok += 1
                 summary.audio_seconds += seconds
             if progress:
                 progress(result.name, seconds)
     summary.wall_seconds = time.perf_counter() - started
     return summary
+
+
+class _RowAdapter:
+    """FeatureWriter and JsonLinesWriter behind the Row API, until they take Rows themselves."""
+
+    def __init__(self, writer: FeatureWriter | JsonLinesWriter) -> None:
+        self.writer = writer
+
+    def add(self, row: Row) -> None:
+        self.writer.add(row.name, row.num_samples, row.source_sample_rate, row.features, row.segment)
+
+    def add_failure(self, index: int, name: str, error: str) -> None:
+        self.writer.add_failure(name, error)
