@@ -3,8 +3,8 @@
 Dumping every frame first is what makes k-means run out of memory and disk (one layer is ~70× the
 audio's size in float32); the sample is all a fit needs. Two samplers, both seeded:
 - `hours`: a reservoir of that many hours of frames (Algorithm R), memory fixed whatever the corpus;
-- `fraction`: each frame kept with that probability, drawn per file (and chunk), so the same files give the
-  same sample in any order; memory is the fraction of the corpus.
+- `fraction`: each frame kept with that probability, drawn per file name (and chunk), so the same files
+  give the same sample in any order, from audio or from a frames file; memory is the fraction of the corpus.
 
 Engines: faiss (default, fast) or scikit-learn's MiniBatchKMeans with fairseq's simple_kmeans settings.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,19 +59,20 @@ class FrameSample:
         self.capacity = max(1, round(options.hours * 3600 * frame_rate)) if options.hours > 0 else 0
         self.seen = 0
         self._rng = np.random.default_rng(options.seed)
-        self._kept: list[np.ndarray] = []  # fraction: kept frames, per chunk
+        self._kept: dict[tuple[str, int], np.ndarray] = {}  # fraction: kept frames per (file, chunk start)
         self._reservoir: np.ndarray | None = None
         self._filled = 0
 
-    def add(self, index: int, start: int, frames: np.ndarray) -> None:
-        """Frames `start`… of input `index` (the pair seeds the fraction sampler's draw)."""
+    def add(self, name: str, start: int, frames: np.ndarray) -> None:
+        """Frames `start`… of input `name` (the pair seeds the fraction sampler's draw)."""
         frames = np.asarray(frames, np.float32)
         if self.capacity:
             self._reserve(frames)
         else:
-            keep = np.random.default_rng([self.options.seed, index, start]).random(len(frames)) < self.options.fraction
+            draw = np.random.default_rng([self.options.seed, zlib.crc32(os.fsencode(name)), start])
+            keep = draw.random(len(frames)) < self.options.fraction
             if keep.any():
-                self._kept.append(frames[keep].copy())
+                self._kept[name, start] = frames[keep].copy()
         self.seen += len(frames)
 
     def _reserve(self, frames: np.ndarray) -> None:
@@ -89,7 +91,8 @@ class FrameSample:
     def frames(self) -> np.ndarray:
         if self.capacity:
             return self._reservoir[: self._filled] if self._reservoir is not None else np.empty((0, 0), np.float32)
-        return np.concatenate(self._kept) if self._kept else np.empty((0, 0), np.float32)
+        # in a fixed order: the fit is then the same whatever order the files were embedded in
+        return np.concatenate([self._kept[key] for key in sorted(self._kept)]) if self._kept else np.empty((0, 0), np.float32)
 
 
 def fit(frames: np.ndarray, k: int, engine: str = "faiss", seed: int = 0) -> np.ndarray:
@@ -140,11 +143,11 @@ def _fitted(sample: FrameSample, layer: Layer, k: int, engine: str, model_sha256
 class _SampleSink:
     """The FrameSink of a long file's streamed chunks: into the sample, never stored."""
 
-    def __init__(self, sample: FrameSample, index: dict[str, int]) -> None:
-        self.sample, self.index = sample, index
+    def __init__(self, sample: FrameSample) -> None:
+        self.sample = sample
 
     def write_frames(self, name: Any, layer: Layer, start: int, frames: np.ndarray, num_frames: int) -> None:
-        self.sample.add(self.index[name], start, frames)
+        self.sample.add(name, start, frames)
 
 
 def fit_audio(files: list[Any], embedder: Any, layer: Layer, k: int, sample: SampleOptions, engine: str = "faiss",
@@ -154,13 +157,12 @@ def fit_audio(files: list[Any], embedder: Any, layer: Layer, k: int, sample: Sam
 
     embedder = embedder.with_options(layers=(layer,), pool="none", window_seconds=0.0, hop_seconds=None)
     kept = FrameSample(sample, embedder.info.frame_rate)
-    index = {f.name: i for i, f in enumerate(files)}
     failed = []
-    for result in LocalEngine(embedder).results(files, ExtractOptions(), _SampleSink(kept, index)):
+    for result in LocalEngine(embedder).results(files, ExtractOptions(), _SampleSink(kept)):
         if result.features is None:
             failed.append((result.name, result.error))
         elif len(result.features[layer]):  # empty: streamed chunk by chunk into the sample already
-            kept.add(index[result.name], 0, result.features[layer])
+            kept.add(result.name, 0, result.features[layer])
         if progress:
             progress(result.name, result.num_samples / embedder.info.sample_rate if result.features is not None else 0.0)
     if len(failed) == len(files):
@@ -180,8 +182,8 @@ def fit_frames_file(path: str | Path, layer: Layer, k: int, sample: SampleOption
             raise UsageError(f"{path}: pooled features ({attrs.get('pooling')}); k-means needs frames (extract --pool none)")
         rate = float(attrs.get("frame_rate", 50.0))
         kept = FrameSample(sample, rate)
-        for i, (name, features) in enumerate(out):
-            kept.add(i, 0, features[layer])
+        for name, features in out:
+            kept.add(name, 0, features[layer])
             if progress:
                 progress(name, len(features[layer]) / rate)
     return _fitted(kept, layer, k, engine, str(attrs.get("model_sha256", "")), str(attrs.get("model", "")),
