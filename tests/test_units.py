@@ -27,6 +27,20 @@ def _signal(i: int, seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * (150 + 60 * i) * t) * (1 + np.sin(2 * np.pi * 1.5 * t)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _faiss_single_thread():
+    """faiss' OpenMP threads on a busy shared machine make a 0.2 s training take a minute."""
+    try:
+        import faiss
+    except ImportError:
+        yield
+        return
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("units")
@@ -109,7 +123,7 @@ def test_faiss_flat_and_opq_ivf_units_equal_faiss_and_numpy(tmp_path, onnx_model
 
     frames = np.concatenate(list(reference.values()))
     rng = np.random.default_rng(2)
-    train = np.concatenate([frames + 0.05 * rng.standard_normal(frames.shape).astype(np.float32) for _ in range(8)])
+    train = np.concatenate([frames + 0.05 * rng.standard_normal(frames.shape).astype(np.float32) for _ in range(3)])
     index = faiss.index_factory(frames.shape[1], "OPQ4,IVF16,Flat")  # as mHuBERT-147's index is built
     index.train(train)
     faiss.write_index(index, str(tmp_path / "opq.faiss"))
@@ -267,3 +281,52 @@ def test_probe_ranks_the_one_informative_layer_first(tmp_path):
     csv_rows = (tmp_path / "feats.probe.csv").read_text().splitlines()
     assert csv_rows[0].startswith("layer,accuracy_mean,accuracy_std,best") and csv_rows[3].startswith("2,")
     assert (tmp_path / "feats.probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+DOC_SUBSTITUTIONS = {"--layer 6": "--layer 2", "--layers 6": "--layers 2", "--layers 9": "--layers 2", "-k 100": "-k 4"}
+
+
+def _doc_commands() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "units.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```sh\n")[1:]]
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("w2v-embed ")]
+
+
+@pytest.mark.slow  # ~50 s here: fifteen commands, scikit-learn's 20 inits among them
+def test_the_docs_recipe_runs(tmp_path, monkeypatch, onnx_model):
+    """Every command of docs/units.md, on a tiny model (layer 2 of 3, K=4) and generated audio."""
+    import shlex
+
+    import joblib
+    from sklearn.cluster import MiniBatchKMeans
+
+    faiss = pytest.importorskip("faiss")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for name in ("hubert-base.onnx", "mhubert-147.onnx"):
+        (tmp_path / "models" / name).symlink_to(onnx_model("group"))
+    names = []
+    for i in range(10):
+        label = ("yes", "no")[i % 2]
+        (tmp_path / "corpus" / label).mkdir(parents=True, exist_ok=True)
+        names.append(f"corpus/{label}/{i}.wav")
+        sf.write(names[-1], _signal(i if label == "yes" else 20 + i, 1.0), 16000)
+    (tmp_path / "train.list").write_text("\n".join(reversed(names)) + "\n")
+    (tmp_path / "labels.csv").write_text("path,label,speaker\n" + "".join(
+        f"{n},{n.split('/')[1]},s{i // 2}\n" for i, n in enumerate(names)))
+    rng = np.random.default_rng(0)
+    np.save("centroids.npy", rng.standard_normal((4, 32)).astype(np.float32))
+    joblib.dump(MiniBatchKMeans(n_clusters=4, n_init=1).fit(rng.standard_normal((64, 32))), "km.bin")
+    index = faiss.index_factory(32, "OPQ4,IVF8,Flat")
+    index.train(rng.standard_normal((2000, 32)).astype(np.float32))
+    faiss.write_index(index, "mhubert147_faiss.index")
+    commands = _doc_commands()
+    assert len(commands) >= 15
+    for command in commands:
+        for old, new in DOC_SUBSTITUTIONS.items():
+            command = command.replace(old, new)
+        result = _invoke(*shlex.split(command, comments=True)[1:])
+        assert result.exit_code == (1 if "# refused" in command else 0), (command, result.output)
+    assert len(Path("train.km").read_text().splitlines()) == 10
+    assert sorted(load_units("units.h5")) == sorted(names)
+    assert Path("feats.probe.png").exists() and Path("feats.probe.csv").exists()
