@@ -91,7 +91,7 @@ def _invoke(*args: str):
 
 def _extract_units(tmp_path: Path, model: Path, corpus: list[Path], codebook: Path, *extra: str) -> dict[str, np.ndarray]:
     out = tmp_path / f"{codebook.stem}.units.h5"
-    result = _invoke("extract", *corpus, "-m", model, "--units", codebook, "-o", out, "-q", *extra)
+    result = _invoke("extract", *corpus, "-m", model, "--units", codebook, "-o", out, "-q", "--overwrite", *extra)
     assert result.exit_code == 0, result.output
     return load_units(out)
 
@@ -136,6 +136,24 @@ def test_faiss_flat_and_opq_ivf_units_equal_faiss_and_numpy(tmp_path, onnx_model
     assert _agreement(got, by_faiss) >= 0.999
     assert _agreement(got, by_numpy) >= 0.999
 
+
+
+def test_long_files_are_assigned_chunk_by_chunk_like_held_ones(tmp_path, onnx_model, corpus, centroids, monkeypatch):
+    """A file whose frames would exceed STREAM_FRAMES_BYTES is assigned per chunk as the Embedder streams it."""
+    import w2v_embed.embedder as embedder_module
+    from w2v_embed.units.stage import UnitsEngine
+
+    model = onnx_model("group")
+    np.save(tmp_path / "c.npy", centroids)
+    args = ("--layers", str(LAYER), "--chunk-seconds", "2")
+    held = _extract_units(tmp_path, model, corpus, tmp_path / "c.npy", *args)
+    chunks = []
+    original = UnitsEngine.write_frames
+    monkeypatch.setattr(embedder_module, "STREAM_FRAMES_BYTES", 0)
+    monkeypatch.setattr(UnitsEngine, "write_frames", lambda self, *a: (chunks.append(len(a[3])), original(self, *a)))
+    streamed = _extract_units(tmp_path, model, corpus, tmp_path / "c.npy", *args)
+    assert chunks and max(chunks) < max(SECONDS) * 50  # chunks, not whole files
+    assert _agreement(streamed, held) == 1.0
 
 def test_km_lines_follow_files_from_order_and_failures_are_listed(tmp_path, onnx_model, corpus, reference, centroids):
     model = onnx_model("group")
