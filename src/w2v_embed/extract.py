@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
 from .store.layout import Segment
 from .store.sink import Row
+
+if TYPE_CHECKING:
+    from .units.stage import Units
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -254,6 +257,7 @@ def extract(
     options: ExtractOptions = ExtractOptions(),
     progress: Progress | None = None,
     engine: Engine | None = None,
+    units: Units | None = None,
 ) -> ExtractSummary:
     """Embed every file into `output` (an .h5 path, or a text stream for JSON Lines); bad files are
     recorded under /failed (reported in the summary), never fatal. Rows are stored in the order of
@@ -261,12 +265,23 @@ def extract(
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
     back here to the one FeatureWriter, so every engine has the same resume and crash safety.
+    With `units` (units.stage.prepare), each frame of the codebook's layer becomes a unit and
+    units are written instead of features (units.sinks: .km text, JSON Lines or HDF5).
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
     files = numbered(files)
     info = run_info(embedder, options, files)
-    if hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
+    if units is not None:  # discrete units instead of features: the units stage after the frames, its own sinks
+        from .units.sinks import open_units_sink
+        from .units.stage import UnitsEngine
+
+        if options.mode == "resume":
+            raise UsageError("--units: outputs of units are not resumable (no frames are stored: rerun with --overwrite)")
+        engine = UnitsEngine(engine, units)
+        summary = ExtractSummary(Path("-" if hasattr(output, "write") else output))
+        writer = open_units_sink(output, units, info, [f.index for f in files], options.mode == "overwrite")
+    elif hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
         summary = ExtractSummary(Path("-"))
         writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info, [f.index for f in files])
     else:

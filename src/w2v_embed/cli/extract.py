@@ -23,7 +23,7 @@ def extract(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Audio files and folders.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write; '-' streams pooled rows to stdout as JSON Lines.")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
-    layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
+    layers: Annotated[Optional[str], typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).  [default: last]", show_default=False)] = None,
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts (default: --window, no overlap).")] = None,
@@ -52,6 +52,9 @@ def extract(
     ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
     ray_timeout: Annotated[float, typer.Option(help="With --ray: most seconds to start or join Ray, and again for the actors to start (load the model).")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
+    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5.")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="With --units: collapse runs of a unit (durations kept beside).")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="With --units km.bin: load the pickle (it can run any code: only files you trust).")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
 
@@ -72,6 +75,8 @@ def extract(
       w2v-embed extract corpus/ -o - --layers last | jq -c '{path, n: (.layers.last | length)}'
 
       w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
+
+      w2v-embed extract --files-from train.list --units km.npz -o train.km
     """
     from ..embedder import EmbedOptions
     from ..extract import ExtractOptions
@@ -84,7 +89,9 @@ def extract(
         fail(W2VEmbedError("-o -: stdout is closed; give it a pipe or a file, or write an .h5 file with -o FILE"))
     if dtype not in ("float32", "float16"):
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
-    embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+    if (dedup or trust_pickle) and units is None:
+        fail(UsageError("--dedup and --trust-pickle go with --units"))
+    embed = EmbedOptions(layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,
@@ -100,8 +107,9 @@ def extract(
         ray_options = run(partial(RayOptions, address=address, actors=ray_actors, threads_per_actor=threads or 1,
                                    gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip,
                                    start_timeout_s=ray_timeout, quiet=quiet))
+    units_args = (units, layers, dedup, trust_pickle) if units is not None else None
     run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
-         ray_options)
+         ray_options, units_args)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ class _Selection:
 
 def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
              embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float,
-             ray_options: object) -> None:
+             ray_options: object, units_args: Optional[tuple] = None) -> None:
     from ..embedder import Embedder
     from ..extract import extract
     from ..shards import Shard, select
@@ -155,6 +163,11 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     shard = Shard.parse(selection.shard) if selection.shard is not None else None
     # Bad model or layers fail first. With Ray this one only checks (on CPU): the actors compute.
     embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed)
+    units = None
+    if units_args is not None:  # the codebook's layer only, at frame level (units.stage)
+        from ..units import prepare
+
+        units, embedder = prepare(units_args[0], embedder, *units_args[1:])
     engine = None
     if ray_options is not None:
         from ..ray_engine import RayEngine
@@ -171,7 +184,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     with ProgressBar(show and err.is_terminal, len(files)) as bar:
         log = ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
         target = sys.stdout if str(output) == "-" else output
-        summary = extract(files, target, embedder, options, progress=bar or log, engine=engine)
+        summary = extract(files, target, embedder, options, progress=bar or log, engine=engine, units=units)
     for name, reason in summary.failures:
         err.print(f"[yellow]failed:[/] {shown(name)}: {shown(reason)}", highlight=False)
     if json_summary:
