@@ -12,6 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from conftest import reference_states
+from w2v_embed.store.sink import Row
 from w2v_embed.cli import app
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.units import KMInfo, load_units, run_lengths, save_km
@@ -272,7 +273,7 @@ def _pooled_output(path: Path, names: list[str], layers: dict[int, np.ndarray]) 
     info = RunInfo(model="toy", model_sha256="0" * 64, layers=tuple(layers), pooling="mean", hidden_size=16)
     with FeatureWriter(path, info) as writer:
         for i, name in enumerate(names):
-            writer.add(name, 16000, 16000, {k: v[i] for k, v in layers.items()})
+            writer.add(Row(i, name, 16000, 16000, {k: v[i] for k, v in layers.items()}))
     return path
 
 
