@@ -1,4 +1,4 @@
-"""Run an exported model with ONNX Runtime; read what `extract` needs from its metadata.
+"""An exported model and what `extract` needs from its metadata; the runtimes that run it live beside this.
 
 The ONNX contract: inputs `input_values` float32 [batch, samples] and `lengths` int64 [batch];
 outputs `hidden_state_0` … `hidden_state_L` and `last_hidden_state`, each [batch, frames, hidden];
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import FrameGrid
-from .errors import UsageError, W2VEmbedError
-from .graphcut import cut_model, read_metadata
-from .layers import LAST, Layer, depth, output_name
+from ..chunking import FrameGrid
+from ..errors import UsageError, W2VEmbedError
+from ..graphcut import cut_model, read_metadata
+from ..layers import LAST, Layer, depth, output_name
+from .onnxruntime import CUDA_HELP, _check_loadable, select_providers
 
 INPUT_NAMES = ("input_values", "lengths")
 METADATA_PREFIX = "w2v_embed."
@@ -82,28 +83,6 @@ class ModelInfo:
         return cls(**values)
 
 
-CUDA_HELP = (
-    "install the GPU runtime instead of the CPU one: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
-    "(needs an NVIDIA driver with CUDA 12 and cuDNN 9)"
-)
-
-
-def select_providers(device: str) -> list[str]:
-    """ONNX Runtime execution providers for --device auto|cpu|cuda."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise W2VEmbedError(f"--device cuda: this onnxruntime has no CUDA provider; {CUDA_HELP}")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
-    raise UsageError(f"--device {device}: expected auto, cpu or cuda")
-
-
 def default_threads() -> int:
     """Physical-ish cores available to this process: ONNX Runtime scales badly onto SMT siblings."""
     try:
@@ -156,19 +135,6 @@ def check_external_data(path: Path, info: ModelInfo) -> None:
             f"{path}: its weights file {data.name} is truncated or belongs to another export; "
             "copy both files again, or export the model again"
         )
-
-
-def _check_loadable(path: Path) -> None:
-    """Say "truncated or corrupt" for a file that ONNX Runtime cannot parse, rather than "not a w2v-embed model"."""
-    import onnxruntime as ort
-
-    try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-        raise W2VEmbedError(
-            f"{path}: truncated or corrupt ONNX file ({path.stat().st_size} bytes; {str(exc).splitlines()[0]}); "
-            "copy or export it again"
-        ) from exc
 
 
 class OnnxModel:
