@@ -146,8 +146,9 @@ class Embedder:
         device: str = "auto",
         threads: int | None = None,
         options: EmbedOptions = EmbedOptions(),
+        runtime: str = "auto",  # auto | onnxruntime | openvino (runtime/select.py)
     ) -> None:
-        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads)
+        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads, runtime=runtime)
         self.info = self.model.info
         self._configure(options)
 

@@ -38,6 +38,7 @@ def extract(
     batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch [default: 4 on CPU, 32 on GPU].")] = None,
     max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds [default: 20 on CPU, 160 on GPU].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino (the 'openvino' extra; CPU). auto: the faster one for the model's precision.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
@@ -94,7 +95,7 @@ def extract(
         address = None if ray.strip().lower() in ("", "local") else ray.strip()
         ray_options = run(partial(RayOptions, address=address, actors=ray_actors, threads_per_actor=threads or 1,
                                    gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip))
-    run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
+    run(_extract, selection, output, model, device, runtime, threads, embed, options, quiet, json_summary, progress_seconds,
          ray_options)
 
 
@@ -139,7 +140,8 @@ class _Selection:
         return files
 
 
-def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
+def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, runtime: str,
+             threads: Optional[int],
              embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float,
              ray_options: object) -> None:
     from ..embedder import Embedder
@@ -148,7 +150,9 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
 
     shard = Shard.parse(selection.shard) if selection.shard is not None else None
     # Bad model or layers fail first. With Ray this one only checks (on CPU): the actors compute.
-    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed)
+    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed, runtime=runtime)
+    if embedder.model.note and not quiet:
+        err.print(f"[yellow]note:[/] {embedder.model.note}", highlight=False)
     engine = None
     if ray_options is not None:
         from ..ray_engine import RayEngine
