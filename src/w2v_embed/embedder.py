@@ -153,8 +153,9 @@ class Embedder:
         device: str = "auto",
         threads: int | None = None,
         options: EmbedOptions = EmbedOptions(),
+        runtime: str = "auto",  # auto | onnxruntime | openvino (runtime/select.py)
     ) -> None:
-        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads)
+        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads, runtime=runtime)
         self.info = self.model.info
         self.frontend = frontend_for(self.info.frontend, self.info.sample_rate, self.info.grid, self.info.do_normalize)
         self._threads = threads

@@ -39,6 +39,7 @@ def extract(
     batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch (default: 4 on CPU, 32 on GPU).")] = None,
     max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds (default: 20 on CPU, 160 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino (the 'openvino' extra; CPU). auto: the faster one for the model's precision.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
@@ -108,8 +109,8 @@ def extract(
                                    gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip,
                                    start_timeout_s=ray_timeout, quiet=quiet))
     units_args = (units, layers, dedup, trust_pickle) if units is not None else None
-    run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
-         ray_options, units_args)
+    run(_extract, selection, output, model, device, runtime, threads, embed, options, quiet, json_summary,
+        progress_seconds, ray_options, units_args)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ class _Selection:
         return files
 
 
-def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
+def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, runtime: str,
+             threads: Optional[int],
              embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float,
              ray_options: object, units_args: Optional[tuple] = None) -> None:
     from ..embedder import Embedder
@@ -162,7 +164,9 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
 
     shard = Shard.parse(selection.shard) if selection.shard is not None else None
     # Bad model or layers fail first. With Ray this one only checks (on CPU): the actors compute.
-    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed)
+    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed, runtime=runtime)
+    if embedder.model.note and not quiet:
+        err.print(f"[yellow]note:[/] {embedder.model.note}", highlight=False)
     units = None
     if units_args is not None:  # the codebook's layer only, at frame level (units.stage)
         from ..units import prepare
