@@ -56,6 +56,11 @@ class ModelInfo:
     frontend: str = "waveform"  # what the model eats: waveform (input_values) | fbank (input_features, w2v-BERT)
 
     @property
+    def input_name(self) -> str:
+        """The graph's first input, named for what the front end feeds it."""
+        return "input_features" if self.frontend == "fbank" else INPUT_NAMES[0]
+
+    @property
     def grid(self) -> FrameGrid:
         return FrameGrid(self.conv_kernel, self.conv_stride)
 
@@ -234,8 +239,8 @@ class OnnxModel:
         if not layers or any(not isinstance(k, int) or not 0 <= k <= self.info.num_layers for k in numbered):
             raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers} or last")
         session = self.prepare(depth(layers, self.info.num_layers))
-        feeds = {  # the first input is input_values [batch, samples] or input_features [batch, frames, dims]
-            session.get_inputs()[0].name: np.ascontiguousarray(input_values, dtype=np.float32),
+        feeds = {  # input_values [batch, samples], or input_features [batch, frames, dims] for the fbank front end
+            self.info.input_name: np.ascontiguousarray(input_values, dtype=np.float32),
             "lengths": np.asarray(lengths, dtype=np.int64),
         }
         return dict(zip(layers, session.run([self._output(k, session) for k in layers], feeds)))
