@@ -165,15 +165,15 @@ class Embedder:
         if "_spec" in self.__dict__:  # unpickled and not used yet
             return {"_spec": self.__dict__["_spec"]}
         model = self.model
-        return {"_spec": (str(model.path), model.requested_device, self._threads, self.options, self.info.weights_sha256)}
+        return {"_spec": (str(model.path), *model.requested, self._threads, self.options, self.info.weights_sha256)}
 
     def __getattr__(self, name: str) -> Any:
         """Called only for attributes not set: an unpickled Embedder loads its model here, on first use."""
         spec = self.__dict__.get("_spec")
         if spec is None or name.startswith("__"):
             raise AttributeError(name)
-        path, device, threads, options, weights = self.__dict__.pop("_spec")
-        self.__init__(path, device=device, threads=threads, options=options)
+        path, device, runtime, threads, options, weights = self.__dict__.pop("_spec")
+        self.__init__(path, device=device, threads=threads, options=options, runtime=runtime)
         if self.info.weights_sha256 != weights:
             raise W2VEmbedError(f"{path}: holds another model than the one this Embedder was pickled with")
         return getattr(self, name)

@@ -41,14 +41,14 @@ def _untext(value: bytes) -> str:
     return bytes(value).decode("utf-8", "surrogateescape")
 
 
-def _decode_group(row: dict[str, Any], channel: int | None, rate: int) -> list[dict[str, Any]]:
+def _decode_group(row: dict[str, Any], channel: int | None, rate: int, max_overshoot: float) -> list[dict[str, Any]]:
     """A Ray task: a file, or close segments of one recording (by their indices in the driver's list)
     → one row each of 16 kHz mono samples, or why it failed."""
     path, problem = Path(os.fsdecode(row["path"])), _untext(row["problem"]) or None
     segments = [(float(a), float(b)) if b >= 0 else None for a, b in zip(row["starts"], row["ends"])]
     files = [AudioFile(path, "", problem, segment) for segment in segments]
     rows = []
-    for index, audio in zip(row["indices"], decode_group(files, channel, rate)):
+    for index, audio in zip(row["indices"], decode_group(files, channel, rate, max_overshoot)):
         if isinstance(audio, W2VEmbedError):
             rows.append({"index": index, "samples": np.zeros(0, np.float32), "source_rate": 0, "error": _text(str(audio))})
         else:
@@ -125,7 +125,8 @@ class RayEngine:
                 for group in close_groups(files)]
         data = (
             ray.data.from_items(rows)
-            .flat_map(_decode_group, fn_kwargs={"channel": options.channel, "rate": self.embedder.info.sample_rate})
+            .flat_map(_decode_group, fn_kwargs={"channel": options.channel, "rate": self.embedder.info.sample_rate,
+                                                "max_overshoot": options.max_overshoot})
             .map_batches(
                 _Embed,
                 fn_constructor_args=(self.model, self.embedder.options, self.device, pool.threads_per_actor),

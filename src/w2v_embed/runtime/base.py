@@ -196,6 +196,7 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
+        self.requested = (device, runtime)  # as asked: what a pickled Embedder asks for again
         self.threads = default_threads() if threads is None else _check_threads(threads)
         try:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
