@@ -84,3 +84,13 @@ def test_ray_that_cannot_start_under_an_address_space_limit_is_one_line(onnx_mod
     ours, _ = _ours(proc.stderr)
     assert proc.returncode == 1 and len(ours) == 1 and ours[0].startswith("error: cannot start a local Ray"), proc.stderr
     assert seconds < 120
+
+
+@pytest.mark.slow
+def test_a_pool_that_cannot_be_placed_fails_within_the_timeout(onnx_model, tmp_path):
+    """Three one-CPU actors on a local Ray of two CPUs: Ray Data would wait 10 minutes."""
+    proc, seconds = _extract(onnx_model, tmp_path, "--ray", "local", "--ray-actors", "3", "--ray-timeout", "15", "-q",
+                             timeout=300)
+    ours, _ = _ours(proc.stderr)
+    assert proc.returncode == 1 and len(ours) == 1 and ours[0].startswith("error: Ray: Timed out while starting actors"), proc.stderr
+    assert seconds < 150
