@@ -1,0 +1,137 @@
+"""The command line: which cases to run, on which models; every table names the CPU it was measured on."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from . import peak
+from .audio import make_corpus, make_long_file
+from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark w2v-embed: PyTorch eager vs w2v-embed, runtimes, start-up.")
+    parser.add_argument("--sizes", nargs="+", default=["base"], choices=sorted(SIZES))
+    parser.add_argument("-m", "--model", type=Path, help="benchmark this ONNX model instead (no PyTorch baseline)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size, with the first model (0 skips)")
+    parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
+    parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
+    parser.add_argument("--startup", action="store_true", help="start-up without and with the cache, interleaved")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --runtimes and --startup")
+    parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
+    parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
+    parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
+    parser.add_argument("--shards", action="store_true", help="also 2 shards + merge on the corpus (time, equality)")
+    parser.add_argument("--read-gb", type=float, default=0.0, help="also time open()'s random reads of a file this big")
+    parser.add_argument("--long-frames", action="store_true", help="with --long-hours: also its frame-level run, all layers")
+    parser.add_argument("--decode", action="store_true", help="also time decoding + resampling alone, 1 and 2 workers")
+    parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
+    parser.add_argument("--segments-minutes", type=float, default=0.0,
+                        help="also a recording this long as diarization-like turns: --segments vs the whole file")
+    parser.add_argument("--workdir", type=Path, default=None)
+    return parser.parse_args()
+
+
+def main() -> None:
+    opts = parse()
+    workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="w2v-bench-"))
+    os.environ["OMP_NUM_THREADS"] = str(opts.threads)  # numpy's BLAS, for its peak below
+    ceiling, numpy = peak.ort_matmul_peak(opts.threads), peak.numpy_peak(opts.threads)
+    cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {opts.threads} threads"
+    print(f"# {cpu}; ONNX Runtime MatMul peak {ceiling:.0f} GFLOP/s (numpy {numpy:.0f}); "
+          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats}")
+    base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
+                workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
+    seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
+    table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
+                  f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
+                  ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
+    _io_rows(table, opts, workdir)
+    for index, size in enumerate([None] if opts.model else opts.sizes):
+        _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
+    if opts.runtimes or opts.startup:
+        from .runtimes import compare_runtimes, compare_startup
+
+        size = None if opts.model else opts.sizes[0]
+        fp32 = opts.model or Path(make_model(size, workdir)[1]["path"])
+        if opts.runtimes:
+            models = {"float32": fp32}
+            if opts.int8 and size:
+                models["int8"] = Path(make_model(size, workdir, "int8")[1]["path"])
+            compare_runtimes(models, base, opts.rounds)
+        if opts.startup:
+            compare_startup(fp32, base, opts.rounds)
+
+
+def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: int, ceiling: float,
+               seconds: float) -> None:
+    """Model-only rows of one size (PyTorch eager first), then the end-to-end ones with the first size."""
+    if opts.model:
+        checkpoint, model, label = None, opts.model, opts.model.name
+    else:
+        checkpoint, exported = make_model(size, workdir, verify=opts.time_export)
+        model, label = Path(exported["path"]), size
+        if opts.time_export:
+            table.row(label, f"export + verification: {exported['seconds']:.0f} s, {exported['bytes'] / 1e9:.2f} GB "
+                      f"(max diff {exported['max_abs_diff']:.1e})", NAN, NAN, NAN, exported["rss"], NAN)
+    base = {**base, "model": str(model), "checkpoint": str(checkpoint)}
+    plan = [("onnx", "w2v-embed model-only, all layers", None, {}),
+            ("onnx", "w2v-embed model-only, --layers 6", 6, {"layers": [6]})]
+    if opts.int8 and checkpoint:
+        int8 = make_model(size, workdir, "int8")[1]["path"]
+        plan += [("onnx", "w2v-embed int8 model-only, all layers", None, {"model": int8}),
+                 ("onnx", "w2v-embed int8 model-only, --layers 6", 6, {"model": int8, "layers": [6]})]
+    if checkpoint:
+        plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None, {}))
+    if opts.files and index == 0:
+        plan.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None, {}))
+        plan.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None, {}))
+        if opts.ray:
+            plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None, {}))
+        if opts.shards:
+            plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
+                         None, {"audio": seconds}))
+    torch_rt = None
+    for kind, name, depth, extra in plan:
+        result = run_child(kind, {**base, **extra})
+        torch_rt = result["realtime"] if kind == "torch" else torch_rt
+        gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if size else NAN
+        table.row(label, name, result["realtime"], gflops, f"{100 * gflops / ceiling:.0f}%", result["rss"],
+                  f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
+    if opts.long_hours and index == 0:
+        long_dir = workdir / "long"
+        long_dir.mkdir(exist_ok=True)
+        make_long_file(long_dir / "long.flac", opts.long_hours)
+        result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "last"})
+        table.row(label, f"extract one {opts.long_hours:g} h 48 kHz stereo file", result["realtime"], NAN, NAN,
+                  result["rss"], f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
+        if opts.long_frames:
+            result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "all", "pool": "none"})
+            table.row(label, f"extract one {opts.long_hours:g} h file, --pool none, all layers (streamed)",
+                      result["realtime"], NAN, NAN, result["rss"], NAN)
+    if opts.segments_minutes and index == 0:
+        from .pipeline import segment_rows
+
+        segment_rows(table, label, base, workdir, opts.segments_minutes, torch_rt)
+
+
+def _io_rows(table, opts, workdir: Path) -> None:
+    """Reading a big frame-level file back, and decoding alone."""
+    if opts.read_gb:
+        frames = 3000  # 60 s of frames per file, one layer of 768
+        files = max(1, int(opts.read_gb * 1e9 / (frames * 768 * 4)))
+        result = run_child("read", {"workdir": str(workdir), "read_files": files, "read_frames": frames, "threads": 1})
+        table.row("-", f"open() one random file's frames (60 s × 768) of a {result['gb']:.1f} GB frame-level file: "
+                       f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms", NAN, NAN, NAN, result["rss"], NAN)
+    if opts.decode and opts.files:
+        for workers in (1, 2):
+            result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads})
+            table.row("-", f"decode + resample to 16 kHz only (corpus), {workers} worker thread{'s' * (workers > 1)}",
+                      result["realtime"], NAN, NAN, result["rss"], NAN)
