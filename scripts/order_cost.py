@@ -1,8 +1,8 @@
 """Cost of input order at the final assembly: rows finishing out of order (as batching makes them) vs in order."""
-import sys, time, shutil
+import shutil
+import time
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, "tests")
 from w2v_embed.store import FeatureWriter, RunInfo
 from w2v_embed.store.sink import Row
 

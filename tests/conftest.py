@@ -32,6 +32,16 @@ def _load_script(name: str):
 make_checkpoint = _load_script("make_tiny_checkpoint").make_checkpoint
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory):
+    """Runtimes cache compiled graphs (runtime/cache.py): the tests' go to a folder of their own, not ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("runtime-cache")
+    patch.setenv("W2V_EMBED_CACHE", str(folder))
+    yield folder
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
     """variant[, family] -> folder of a tiny checkpoint (safetensors); wav2vec2: Wav2Vec2ForPreTraining."""

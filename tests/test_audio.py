@@ -14,7 +14,7 @@ import soxr
 from audio_utils import can_write, has_ffmpeg, noise, read_back, sine, write_audio, write_with_ffmpeg
 
 from w2v_embed import audio, ffmpeg, resample
-from w2v_embed.audio import TARGET_SAMPLE_RATE, AudioError, Decoded, decode, ffmpeg_executable, normalize
+from w2v_embed.audio import TARGET_SAMPLE_RATE, AudioError, Decoded, decode, ffmpeg_executable
 from w2v_embed.errors import W2VEmbedError
 
 TOL = 1e-5
@@ -151,36 +151,6 @@ def test_output_grows_when_frame_count_is_unknown(tmp_path):
     got = resample.resample_blocks(tmp_path / "x", blocks, 22050, TARGET_SAMPLE_RATE, None, None)
     want = reference(data, 22050)
     assert got.shape == want.shape and np.abs(got - want).max() <= TOL
-
-
-# --- normalize --------------------------------------------------------------------------------
-
-
-def _norm_reference(x: np.ndarray) -> np.ndarray:
-    x64 = x.astype(np.float64)
-    return ((x64 - x64.mean()) / np.sqrt(x64.var() + 1e-7)).astype(np.float32)
-
-
-@pytest.mark.parametrize("block", [7, 1 << 20])
-def test_normalize_matches_float64_reference(monkeypatch, block):
-    monkeypatch.setattr(resample, "_NORM_BLOCK", block)
-    x = (noise(3.0, 16000, amplitude=0.2, seed=3)[:, 0] + np.float32(0.05)).astype(np.float32)
-    got = normalize(x)
-    assert got.dtype == np.float32 and got.shape == x.shape
-    np.testing.assert_allclose(got, _norm_reference(x), rtol=0, atol=1e-6)
-    assert abs(float(got.astype(np.float64).mean())) < 1e-6
-    assert abs(float(got.astype(np.float64).std()) - 1) < 1e-5
-
-
-def test_normalize_matches_transformers_formula_in_float32():
-    x = noise(2.0, 16000, seed=4)[:, 0]
-    hf = (x - x.mean()) / np.sqrt(x.var() + 1e-7)  # zero_mean_unit_var_norm, float32 numpy
-    np.testing.assert_allclose(normalize(x), hf, rtol=0, atol=1e-5)
-
-
-def test_normalize_constant_and_empty():
-    np.testing.assert_array_equal(normalize(np.full(100, 0.3, np.float32)), np.zeros(100, np.float32))
-    assert normalize(np.zeros(0, np.float32)).shape == (0,)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -352,14 +322,6 @@ def test_unrunnable_ffmpeg_is_an_audio_error(tmp_path, monkeypatch):
     path = tmp_path / "x.m4a"
     path.write_bytes(bytes(100))
     assert "cannot run" in _error(path)
-
-
-def test_normalize_in_place_overwrites_and_matches():
-    x = np.random.default_rng(3).standard_normal(50_000).astype(np.float32) * 3 + 1
-    expected = normalize(x.copy())
-    out = normalize(x, inplace=True)
-    assert out is x or np.shares_memory(out, x)
-    np.testing.assert_array_equal(out, expected)
 
 
 def test_a_named_pipe_fails_with_a_reason_without_being_opened(tmp_path):

@@ -122,7 +122,7 @@ def test_unknown_model_type(checkpoint_dir, tmp_path, model_type):
     (folder / "config.json").write_text(json.dumps(config))
     _expect_error(folder, tmp_path / "x.onnx", model_type, "not supported",
                   f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
-    assert {"data2vec-audio", "hubert", "unispeech", "unispeech-sat", "wav2vec2", "wav2vec2-conformer",
+    assert {"data2vec-audio", "hubert", "unispeech", "unispeech-sat", "wav2vec2", "wav2vec2-bert", "wav2vec2-conformer",
             "wavlm"} <= set(SUPPORTED_MODEL_TYPES)
 
 

@@ -295,3 +295,118 @@ def test_info_on_a_damaged_model_says_it_is_damaged(onnx_model, tmp_path):
     model = bad_inputs.corrupted_copy(onnx_model("group"), tmp_path / "model.onnx")
     result = runner.invoke(app, ["info", str(model)])
     assert result.exit_code == 1 and "the model file is damaged" in result.output
+
+
+# --- Issue 17: segment lists --------------------------------------------------------------------
+
+
+def _h5_strings(out: Path, key: str) -> list[bytes]:
+    with h5py.File(out) as f:
+        return list(f[key][()])
+
+
+def test_segment_list_paths_are_taken_byte_for_byte(onnx_model, tmp_path):
+    """`"x".wav`, ` x.wav` and `x.wav ` are files of their own, not x.wav (each is written at its own rate)."""
+    from w2v_embed.segments import parse_table
+
+    names = ["x.wav", '"x".wav', " x.wav", "x.wav "]
+    for name, rate in zip(names, (8_000, 16_000, 22_050, 44_100)):
+        os.rename(write_audio(tmp_path / f"{rate}.wav", sine(1.0, rate), rate), tmp_path / name)
+    tsv = "path\tstart\tend\tid\n" + "".join(f"{tmp_path / n}\t0\t0.5\tr{i}\n" for i, n in enumerate(names))
+    assert [str(f.path) for f in parse_table(tsv)] == [str(tmp_path / n) for n in names]
+    # CSV: standard quoting, no stripping; `"x".wav` is not valid CSV quoting and fails its row alone.
+    csv = f'id,start,end,path\nq,0,0.5,"{tmp_path}/ x.wav"\nu,0,0.5,{tmp_path}/x.wav \nbad,0,0.5,"x".wav\n'
+    rows = parse_table(csv, "s.csv")
+    assert [str(f.path) for f in rows[:2]] == [f"{tmp_path}/ x.wav", f"{tmp_path}/x.wav "]
+    assert rows[2].problem.startswith("s.csv line 4: not a CSV row")
+    listing = tmp_path / "list.tsv"
+    listing.write_text(tsv)
+    out = tmp_path / "out.h5"
+    proc = cli("extract", "--segments", str(listing), "-o", str(out), "-m", str(onnx_model("group")))
+    assert proc.returncode == 0, proc.stderr
+    paths, source = _h5_strings(out, "paths"), _h5_strings(out, "source_path")
+    with h5py.File(out) as f:
+        rates = dict(zip(paths, f["source_sample_rate"][()]))
+    assert {p.decode(): s.decode() for p, s in zip(paths, source)} == {f"r{i}": str(tmp_path / n) for i, n in enumerate(names)}
+    assert [rates[f"r{i}".encode()] for i in range(4)] == [8_000, 16_000, 22_050, 44_100]
+
+
+def _kaldi_dir(folder: Path, scp: bytes, segments: bytes | None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wav.scp").write_bytes(scp)
+    if segments is not None:
+        (folder / "segments").write_bytes(segments)
+    return folder
+
+
+def test_absurd_times_fail_their_row_with_its_line_and_the_run_goes_on(onnx_model, tmp_path):
+    """1e308 made an OverflowError that killed the run (and every --resume, and --shard)."""
+    from w2v_embed.segments import parse_table, read_segments
+
+    wav = write_audio(tmp_path / "a.wav", sine(2.0, 16_000), 16_000)
+    bad = [("0", "1e308"), ("0", "inf"), ("nan", "1"), ("1e308", "1e309"), ("0", "1_0"), ("0", "１")]
+    table = "path\tstart\tend\n" + "".join(f"{wav}\t{a}\t{b}\n" for a, b in bad) + f"{wav}\t0\t1\n"
+    rows = parse_table(table, "s.tsv")
+    assert [f.problem is None for f in rows] == [False] * len(bad) + [True]
+    assert all(f.problem.startswith(f"s.tsv line {n}:") for n, f in enumerate(rows[:-1], start=2))
+    assert "start and end must be seconds" in rows[4].problem  # 1_0 is not 10 s; a full-width digit is no digit
+    kaldi = _kaldi_dir(tmp_path / "data", f"rec {wav}\n".encode(), b"u1 rec 0 1e308\nu2 rec 0 1\n")
+    assert [f.problem and f.problem.split(":")[0] for f in read_segments(kaldi)] == [f"{kaldi / 'segments'} line 1", None]
+    listing = tmp_path / "s.csv"
+    listing.write_text(table.replace("\t", ","))
+    out = tmp_path / "out.h5"
+    model = str(onnx_model("group"))
+    for extra in ([], ["--resume"], ["--shard", "0/1", "--overwrite"]):
+        proc = cli("extract", "--segments", str(listing), "-o", str(out), "-m", model, *extra)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert load(out)[0] == [f"{wav}:0-1"]
+
+
+def test_latin1_kaldi_folders_keep_ids_and_paths_byte_for_byte(onnx_model, tmp_path):
+    wav = bad_inputs.latin1_wav(tmp_path / "audio", seconds=2.0)
+    kaldi = _kaldi_dir(tmp_path / "data", b"rec\xe9 " + os.fsencode(wav) + b"\n", b"utt\xe9 rec\xe9 0.5 1.5\n")
+    out = tmp_path / "out.h5"
+    proc = cli("extract", "--segments", str(kaldi), "-o", str(out), "-m", str(onnx_model("group")))
+    assert proc.returncode == 0, proc.stderr
+    assert _h5_strings(out, "paths") == [b"utt\xe9"] and _h5_strings(out, "source_path") == [os.fsencode(wav)]
+
+
+def test_a_kaldi_folder_without_wav_scp_names_it(onnx_model, tmp_path):
+    kaldi = tmp_path / "data"
+    kaldi.mkdir()
+    (kaldi / "segments").write_text("u1 rec 0 1\n")
+    proc = cli("extract", "--segments", str(kaldi), "-o", str(tmp_path / "out.h5"), "-m", str(onnx_model("group")))
+    assert proc.returncode == 2 and str(kaldi / "wav.scp") in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, text", [
+    ("empty.tsv", ""), ("header.tsv", "path\tstart\tend\n"), ("comments.csv", "# made by hand\npath,start,end\n# none\n"),
+    ("none.rttm", "SPKR-INFO f 1 <NA> <NA> <NA> unknown s1 <NA> <NA>\n"),
+])  # fmt: skip
+def test_a_list_without_segments_is_exit_1_and_one_line(onnx_model, tmp_path, name, text):
+    """An empty output and exit 0 would pass for success in a pipeline."""
+    listing = tmp_path / name
+    listing.write_text(text)
+    inputs = [str(write_audio(tmp_path / "f.wav", sine(1.0, 16_000), 16_000))] if name.endswith(".rttm") else []
+    out = tmp_path / "out.h5"
+    proc = cli("extract", *inputs, "--segments", str(listing), "-o", str(out), "-m", str(onnx_model("group")))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(listing) in proc.stderr and not out.exists()
+
+
+def test_comments_and_duplicate_header_columns(tmp_path):
+    """`#` lines are comments in TSV/CSV (not rows that fail); Kaldi has none; a header naming a column twice is refused."""
+    from w2v_embed.errors import UsageError
+    from w2v_embed.segments import parse_table, read_segments
+
+    rows = parse_table("# from the diarizer\npath\tstart\tend\n# turn 1\na.wav\t0\t1\n./#b.wav\t0\t1\n", "s.tsv")
+    assert [(str(f.path), f.problem) for f in rows] == [("a.wav", None), ("#b.wav", None)]
+    csv = parse_table('path,start,end\n# a comment, with commas\n"#c.wav",0,1\n', "s.csv")
+    assert [(str(f.path), f.problem) for f in csv] == [("#c.wav", None)]
+    kaldi = _kaldi_dir(tmp_path / "data", b"rec a.wav\n", b"# not a comment\nu1 rec 0 1\n")
+    assert [f.problem and f.problem.split(":")[0] for f in read_segments(kaldi)] == [f"{kaldi / 'segments'} line 1", None]
+    with pytest.raises(UsageError, match="names path more than once"):
+        parse_table("path,start,end,Path\na.wav,0,1,b.wav\n", "d.csv")
+    extra = parse_table("path,start,end\na,b.wav,0,1\n", "c.csv")  # an unquoted comma in a path
+    assert "4 fields, the header has 3" in extra[0].problem

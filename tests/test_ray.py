@@ -119,3 +119,17 @@ def test_segments_on_ray_equal_local(local_ray, onnx_model, corpus, tmp_path):
     extract(rows, tmp_path / "local.h5", embedder, ExtractOptions())
     assert (ray_summary.ok, ray_summary.failed) == (2, 1)
     _same_output(tmp_path / "ray.h5", tmp_path / "local.h5")
+
+
+def test_actors_that_cannot_load_the_model_are_one_error_line(local_ray, onnx_model, corpus, tmp_path):
+    """As on a node where the model's path does not exist: the actors' own reason, not Ray's 200 lines."""
+    from w2v_embed.errors import W2VEmbedError
+
+    model = onnx_model("group")
+    embedder = Embedder(model, device="cpu", options=EmbedOptions("last", "mean"))
+    elsewhere = tmp_path / "not-on-this-node.onnx"
+    engine = RayEngine(embedder, elsewhere, "cpu", RayOptions(files_per_batch=2))
+    with pytest.raises(W2VEmbedError) as caught:
+        extract(discover([str(corpus)]), tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
+    assert str(caught.value) == (f"Ray: an Embedder actor cannot start: {elsewhere}: model not found; "
+                                 "create one with: w2v-embed export SOURCE")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from w2v_embed.discover import AudioFile
 from w2v_embed.errors import UsageError
 from w2v_embed.extract import extract
 from w2v_embed.segments import close_groups, parse_rttm, parse_table, read_segments
+from w2v_embed.store import read_summary
 
 
 def test_tsv_csv_and_kaldi_rows(tmp_path):
@@ -145,7 +147,7 @@ def test_close_segments_share_one_read_and_equal_each_decoded_alone(tmp_path, mo
         sf.write(tmp_path / "cut.flac", sf.read(tmp_path / "rec.flac", dtype="float32", always_2d=True)[0][round(a * rate) : round(b * rate)], rate, subtype="PCM_24")
         np.testing.assert_array_equal(got.samples, decode(tmp_path / "cut.flac").samples)
         assert (got.source_sample_rate, got.source_channels) == (rate, channels)
-    assert isinstance(together[-1], AudioError) and "ends at 25 s, past the audio's end (20.00 s)" in str(together[-1])
+    assert isinstance(together[-1], AudioError) and "ends at 25.000 s, 5.000 s past the audio's end at 20.000 s" in str(together[-1])
 
 
 def test_close_segments_through_ffmpeg_share_one_process(tmp_path, monkeypatch):
@@ -288,3 +290,161 @@ def test_segments_with_windows_into_a_pipe(onnx_model, tmp_path):
     assert [(r["path"], r["source_path"], r["segment_start"], r["start"], r["partial"]) for r in rows] == [
         ("turn", str(tmp_path / "rec.wav"), 1.0, 0.0, False), ("turn", str(tmp_path / "rec.wav"), 1.0, 1.0, False),
         ("turn", str(tmp_path / "rec.wav"), 1.0, 2.0, True)]
+
+
+# --- Issue 18: Kaldi data folders and lhotse cuts ------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "w2v_embed", *args], capture_output=True, text=True)
+
+
+def test_a_kaldi_folder_with_10_ms_rounded_ends_loses_nothing(onnx_model, tmp_path):
+    """Kaldi's lists round times to 10 ms: ends up to 5 ms past the audio are cut there (extract-segments'
+    --max-overshoot rule), counted, and equal the audio cut out to its end; past the allowance a row fails
+    with times that show the difference."""
+    rng = np.random.default_rng(5)
+    lengths = [5.657, 3.2013, 4.0046]  # seconds; each list end rounds up past the audio by < 5 ms
+    scp, segs, expected = [], [], {}
+    for r, seconds in enumerate(lengths):
+        x = rng.uniform(-0.5, 0.5, round(seconds * 16_000)).astype(np.float32)
+        sf.write(tmp_path / f"rec{r}.wav", x, 16_000, subtype="FLOAT")
+        scp.append(f"rec{r} {tmp_path / f'rec{r}.wav'}\n")
+        end = np.ceil(seconds * 100) / 100
+        for k, start in enumerate((0.0, 1.0, end - 1.5)):
+            segs.append(f"rec{r}-{k} rec{r} {start:.2f} {end if k != 1 else 2.0:.2f}\n")
+            expected[f"rec{r}-{k}"] = x[round(start * 16_000) : round((end if k != 1 else 2.0) * 16_000)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wav.scp").write_text("".join(scp))
+    (tmp_path / "data" / "segments").write_text("".join(segs))
+    out = tmp_path / "out.h5"
+    model = str(onnx_model("group"))
+    proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", model, "--json-summary")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["ok"], summary["failed"], summary["truncated"]) == (9, 0, 6)
+    with h5py.File(out) as f:
+        stored = dict(zip(f["paths"].asstr()[()], f["num_samples"][()]))
+    assert stored == {name: len(x) for name, x in expected.items()}
+    assert read_summary(out)["truncated"] == 6  # recorded per row (/segment_truncated): `info` shows it
+    with w2v_embed.open(out) as o:
+        assert o.segment("rec0-0")[2] == pytest.approx(5.66)  # the listed end, so a resume compares alike
+    # The truncated segment is the audio to its end, as decoded alone.
+    got = decode(tmp_path / "rec0.wav", segment=(0.0, 5.66))
+    np.testing.assert_array_equal(got.samples, expected["rec0-0"])
+    assert got.truncated == pytest.approx(0.003, abs=1 / 16_000)
+    with pytest.raises(AudioError, match=r"ends at 5\.660 s, 0\.003 s past the audio's end at 5\.657 s"):
+        decode(tmp_path / "rec0.wav", segment=(0.0, 5.66), max_overshoot=0.002)
+    proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", model, "--overwrite")
+    assert proc.returncode == 0 and "9 ok (6 truncated), 0 failed" in proc.stderr, proc.stderr
+    proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", model, "--overwrite",
+                "--max-overshoot", "0")
+    assert proc.returncode == 1 and "6 failed" in proc.stderr, proc.stderr
+    assert "ends at 5.660 s, 0.003 s past the audio's end at 5.657 s" in dict(w2v_embed.read_summary(out)["failed"])["rec0-0"]
+    from w2v_embed.extract import ExtractOptions
+
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--max-overshoot"):
+            ExtractOptions(max_overshoot=bad)
+
+
+def test_overshoot_through_ffmpeg(tmp_path):
+    if audio.ffmpeg_executable() is None:
+        pytest.skip("no ffmpeg")
+    x = np.random.default_rng(6).uniform(-0.5, 0.5, round(3.3 * 22_050)).astype(np.float32)
+    sf.write(tmp_path / "rec.wav", x, 22_050, subtype="FLOAT")
+    cut, far, late = audio._segments_with_ffmpeg(tmp_path / "rec.wav", [(1.0, 3.6), (2.0, 4.0), (3.31, 3.5)], None,
+                                                 16_000, "unused", max_overshoot=0.5)
+    np.testing.assert_array_equal(cut.samples, decode(tmp_path / "rec.wav", segment=(1.0, 3.3)).samples)
+    assert cut.truncated == pytest.approx(0.3, abs=1e-3)
+    assert "ends at 4.000 s, 0.700 s past the audio's end at 3.300 s" in str(far)
+    assert "starts at 3.310 s, at or past the audio's end at 3.300 s" in str(late)
+
+
+def test_a_kaldi_folder_with_only_wav_scp_embeds_each_recording_whole(onnx_model, tmp_path):
+    for r, seconds in enumerate((1.5, 2.25)):
+        sf.write(tmp_path / f"r{r}.flac", np.random.default_rng(r).uniform(-0.5, 0.5, round(seconds * 22_050)), 22_050)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wav.scp").write_text(f"spk1-a {tmp_path / 'r0.flac'}\nspk2-b\t{tmp_path / 'r1.flac'}\n"
+                                               f"gone {tmp_path / 'gone.wav'}\n")
+    out = tmp_path / "out.h5"
+    proc = _cli("extract", "--segments", str(tmp_path / "data"), "-o", str(out), "-m", str(onnx_model("group")))
+    assert proc.returncode == 1 and "gone" in proc.stderr and "no such file" in proc.stderr, proc.stderr
+    whole = tmp_path / "whole.h5"
+    proc = _cli("extract", str(tmp_path / "r0.flac"), str(tmp_path / "r1.flac"), "-o", str(whole), "-m", str(onnx_model("group")))
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out) as f:
+        rows = {name: (source, start, end) for name, source, start, end in
+                zip(f["paths"].asstr()[()], f["source_path"].asstr()[()], f["segment_start"][()], f["segment_end"][()])}
+    length = {f: sf.info(tmp_path / f).frames / 22_050 for f in ("r0.flac", "r1.flac")}
+    assert rows == {"spk1-a": (str(tmp_path / "r0.flac"), 0.0, length["r0.flac"]),
+                    "spk2-b": (str(tmp_path / "r1.flac"), 0.0, length["r1.flac"])}
+    names, got = w2v_embed.load(out)
+    alone_names, alone = w2v_embed.load(whole)
+    for name, file in (("spk1-a", "r0.flac"), ("spk2-b", "r1.flac")):
+        np.testing.assert_array_equal(got[names.index(name)], alone[alone_names.index(str(tmp_path / file))])
+
+
+def _lhotse_cuts(tmp_path: Path):
+    """Cuts as lhotse itself writes them: mono and stereo recordings, windows, a MultiCut, a URL source."""
+    lhotse = pytest.importorskip("lhotse")
+    rng = np.random.default_rng(7)
+    sf.write(tmp_path / "a.wav", rng.uniform(-0.5, 0.5, 16_000 * 3).astype(np.float32), 16_000, subtype="FLOAT")
+    sf.write(tmp_path / "b.flac", rng.uniform(-0.5, 0.5, 44_100 * 2), 44_100)
+    sf.write(tmp_path / "st.wav", rng.uniform(-0.5, 0.5, (16_000 * 2, 2)).astype(np.float32), 16_000, subtype="FLOAT")
+    recordings = [lhotse.Recording.from_file(str(tmp_path / n)) for n in ("a.wav", "b.flac", "st.wav")]
+    url = lhotse.Recording(id="web", sources=[lhotse.AudioSource(type="url", channels=[0], source="https://x/y.wav")],
+                           sampling_rate=16_000, num_samples=16_000, duration=1.0)
+    cuts = lhotse.CutSet.from_manifests(recordings=lhotse.RecordingSet.from_recordings([*recordings, url]))
+    cuts = cuts.cut_into_windows(1.25).to_eager()
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    return cuts
+
+
+def test_lhotse_cuts_are_read_as_segments_equal_to_lhotse_audio(tmp_path):
+    cuts = _lhotse_cuts(tmp_path)
+    files = read_segments(tmp_path / "cuts.jsonl.gz")
+    assert [f.name for f in files] == [c.id for c in cuts]
+    for file, cut in zip(files, cuts):
+        if cut.recording.id in ("a", "b"):
+            assert file.problem is None and file.segment == (cut.start, cut.start + cut.duration)
+            assert str(file.path) == cut.recording.sources[0].source
+            if cut.recording.id == "a":  # at 16 kHz no resampler stands between the two
+                np.testing.assert_array_equal(decode(file.path, segment=file.segment).samples, cut.load_audio()[0])
+        elif cut.recording.id == "st":
+            assert "MultiCut" in file.problem
+        else:
+            assert "source is of type 'url'" in file.problem
+
+
+def test_cli_lhotse_cuts(onnx_model, tmp_path):
+    cuts = _lhotse_cuts(tmp_path)
+    out = tmp_path / "out.h5"
+    proc = _cli("extract", "--segments", str(tmp_path / "cuts.jsonl.gz"), "-o", str(out), "-m", str(onnx_model("group")))
+    assert proc.returncode == 1, proc.stderr
+    mono = [c for c in cuts if c.recording.id in ("a", "b")]
+    assert sorted(w2v_embed.load(out)[0]) == sorted(c.id for c in mono)
+    assert len(w2v_embed.read_summary(out)["failed"]) == len(cuts) - len(mono)
+
+
+def _doc_blocks(language: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "segments.md").read_text()
+    return [block.split("```")[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_the_examples_in_docs_segments_md(tmp_path, monkeypatch):
+    (tsv,), (csv,), (recipe,) = _doc_blocks("tsv"), _doc_blocks("csv"), _doc_blocks("python")
+    assert [(f.name, str(f.path), f.segment) for f in parse_table(tsv, "s.tsv")] == [
+        ("a-1", "rec/a.wav", (0.5, 2.25)), ("rec/a b.wav:3-4.5", "rec/a b.wav", (3.0, 4.5))]
+    assert [(f.name, str(f.path), f.segment) for f in parse_table(csv, "s.csv")] == [
+        ("c-1", "rec/with,comma.wav", (0.0, 1.5)), ("trailing-space", "rec/a.wav ", (1.0, 2.0))]
+    lhotse = pytest.importorskip("lhotse")
+    monkeypatch.chdir(tmp_path)
+    sf.write("a.wav", np.zeros(16_000 * 2, np.float32), 16_000)
+    sf.write("b.flac", np.zeros(22_050, np.float32), 22_050)
+    exec(recipe, {})
+    rows = read_segments("cuts.jsonl.gz")
+    cuts = lhotse.CutSet.from_file("cuts.jsonl.gz")
+    assert [(f.name, str(f.path), f.segment, f.problem) for f in rows] == [
+        (c.id, c.recording.sources[0].source, (c.start, c.end), None) for c in cuts]
+    assert [f.segment for f in rows] == [(0.0, 1.25), (1.25, 2.0), (0.0, 1.0)]

@@ -75,6 +75,8 @@ def test_embedder_windows_equal_pooling_the_frame_level_output(onnx_model, pool_
     (dict(window_seconds=1.0, pool="none"), "--window pools"), (dict(window_seconds=0.01), "--window 0.01"),
     (dict(window_seconds=1.0, hop_seconds=0.0), "--hop 0"), (dict(hop_seconds=0.5), "--hop needs --window"),
     (dict(window_seconds=float("nan")), "--window nan"),
+    (dict(window_seconds=1.0, hop_seconds=1e-6), r"--hop 1e-06: expected at least 0.02 s \(one frame\)"),
+    (dict(window_seconds=1.0, hop_seconds=0.019), "--hop 0.019"),
 ])
 def test_bad_window_options(onnx_model, kwargs, needle):
     with pytest.raises(UsageError, match=needle):

@@ -28,6 +28,7 @@ _EXPORTS = {
     "export_model": "export",
     "ExportOptions": "export",
     "W2VEmbedError": "errors",
+    "load_units": "units",
 }
 __all__ = ["__version__", *_EXPORTS]
 

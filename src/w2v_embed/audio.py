@@ -12,6 +12,7 @@ checks what both decoders yield and turns files, or segments of them, into `Deco
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -25,14 +26,17 @@ import soundfile as sf
 from . import ffmpeg
 from .errors import AudioError, one_line
 from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
-from .resample import NORM_EPS, carve, normalize, resample_blocks
+from .resample import carve, past_end, resample_blocks
 
-__all__ = ["AudioError", "Decoded", "FFMPEG_HINT", "NORM_EPS", "TARGET_SAMPLE_RATE", "decode", "decode_segments",
-           "ffmpeg_executable", "normalize"]
+__all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode", "decode_segments",
+           "ffmpeg_executable"]
 
 TARGET_SAMPLE_RATE = 16000
 MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1_000, 768_000  # Hz; outside: a broken or hostile header, not audio
 BLOCK_SECONDS = 10.0  # source audio per block; the only source-rate buffer alive at a time
+# Seconds a segment may end past its audio and be cut at the end instead of failing: Kaldi's
+# extract-segments default (its lists round times to 10 ms; lhotse trims such cuts too).
+MAX_OVERSHOOT = 0.5
 _MAX_PREALLOC_SECONDS = 48 * 3600  # do not trust a header beyond this when preallocating
 # Extensions libsndfile reads: a failure on these is a broken file, not a missing ffmpeg.
 _SNDFILE_EXTENSIONS = frozenset({
@@ -46,6 +50,7 @@ class Decoded:
     samples: np.ndarray  # float32, mono, target rate, 1-D
     source_sample_rate: int
     source_channels: int
+    truncated: float = 0.0  # seconds a segment was cut short at the audio's end (at most max_overshoot)
 
 
 def decode(
@@ -54,16 +59,17 @@ def decode(
     channel: int | None = None,
     target_rate: int = TARGET_SAMPLE_RATE,
     segment: tuple[float, float] | None = None,
+    max_overshoot: float = MAX_OVERSHOOT,
 ) -> Decoded:
     """Read `path` as float32 mono at `target_rate`: mean of channels, or only `channel` (0-based).
 
     With `segment` (start, end seconds) only that part is read and resampled alone, exactly as if it
-    had been cut out into a file of its own (see decode_segments).
+    had been cut out into a file of its own (see decode_segments, also for `max_overshoot`).
     Tries libsndfile first (even for odd extensions: a misnamed wav still reads), then ffmpeg.
     Raises AudioError with a one-line reason for anything that yields no usable samples.
     """
     if segment is not None:
-        outcome = decode_segments(path, [segment], channel=channel, target_rate=target_rate)[0]
+        outcome = decode_segments(path, [segment], channel=channel, target_rate=target_rate, max_overshoot=max_overshoot)[0]
         if isinstance(outcome, AudioError):
             raise outcome
         return outcome
@@ -93,6 +99,7 @@ def decode_segments(
     *,
     channel: int | None = None,
     target_rate: int = TARGET_SAMPLE_RATE,
+    max_overshoot: float = MAX_OVERSHOOT,
 ) -> list[Decoded | AudioError]:
     """Several (start, end) segments of one file, in one pass over the part they span.
 
@@ -101,19 +108,21 @@ def decode_segments(
     `decode(path, segment=...)` and the same audio cut out into a file of its own, while close
     segments — diarization turns, overlapping windows — share one read. A segment that cannot be
     (past the audio's end, NaN samples in it) is its own AudioError in the list; a file that
-    cannot be read at all raises AudioError.
+    cannot be read at all raises AudioError. A segment that ends past the audio's end by at most
+    `max_overshoot` seconds is cut at the end, as Kaldi's extract-segments does (`Decoded.truncated`).
     """
     path = Path(path)
     _check_path(path)
     try:
         reader = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        return _segments_with_ffmpeg(path, segments, channel, target_rate, _sf_reason(exc))
+        return _segments_with_ffmpeg(path, segments, channel, target_rate, _sf_reason(exc), max_overshoot)
     with reader:
         rate, channels = int(reader.samplerate), int(reader.channels)
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
-        spans = [_segment_frames(path, segment, rate, reader.frames) for segment in segments]
+        spans = [_segment_frames(path, segment, rate, reader.frames, max_overshoot) for segment in segments]
+        cut = [max(round(end * rate) - reader.frames, 0) if reader.frames > 0 else 0 for _, end in segments]
         valid = [span for span in spans if not isinstance(span, AudioError)]
         if not valid:
             return spans  # type: ignore[return-value]  # all AudioError
@@ -125,20 +134,29 @@ def decode_segments(
             outcomes = carve(path, blocks, first, spans, rate, target_rate, channel, slack=0)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
-    return _decoded(outcomes, rate, channels)
+    return _decoded(outcomes, rate, channels, cut)
 
 
-def _decoded(outcomes: list[np.ndarray | AudioError], rate: int, channels: int) -> list[Decoded | AudioError]:
-    return [o if isinstance(o, AudioError) else Decoded(o, rate, channels) for o in outcomes]
+def _decoded(outcomes: list[tuple[np.ndarray, int] | AudioError], rate: int, channels: int,
+             cut: Sequence[int]) -> list[Decoded | AudioError]:
+    """Carved spans as Decoded, each with the frames it lacked at the audio's end (`cut`, or as carve found)."""
+    return [o if isinstance(o, AudioError) else Decoded(o[0], rate, channels, (o[1] + c) / rate)
+            for o, c in zip(outcomes, cut)]
 
 
-def _segment_frames(path: Path, segment: tuple[float, float], rate: int, frames: int) -> tuple[int, int] | AudioError:
-    """First frame and frame count of [start, end) seconds, or why the file's length (`frames`; 0:
-    unknown) does not allow it."""
+def _segment_frames(
+    path: Path, segment: tuple[float, float], rate: int, frames: int, max_overshoot: float
+) -> tuple[int, int] | AudioError:
+    """First frame and frame count of [start, end) seconds (cut at the audio's end when it overshoots
+    by at most `max_overshoot` s), or why the file's length (`frames`; 0: unknown) does not allow it."""
     start, end = segment
+    if not (0 <= start < end and math.isfinite(end * rate)):  # a library caller's times: no OverflowError
+        return AudioError(f"cannot decode {path}: ({start!r}, {end!r}) is not a segment (0 <= start < end)")
     first, last = round(start * rate), round(end * rate)
     if frames > 0 and last > frames:
-        return AudioError(f"cannot decode {path}: the segment ends at {end:g} s, past the audio's end ({frames / rate:.2f} s)")
+        if first >= frames or last - frames > max_overshoot * rate:
+            return past_end(path, start, end, frames / rate, max_overshoot)
+        last = frames
     return first, last - first
 
 
@@ -259,7 +277,8 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
 
 
 def _segments_with_ffmpeg(
-    path: Path, segments: Sequence[tuple[float, float]], channel: int | None, target_rate: int, sf_reason: str
+    path: Path, segments: Sequence[tuple[float, float]], channel: int | None, target_rate: int, sf_reason: str,
+    max_overshoot: float = MAX_OVERSHOOT,
 ) -> list[Decoded | AudioError]:
     """ffmpeg is asked for the span of all `segments` once; each is carved out of that one stream."""
     start, stop = min(a for a, _ in segments), max(b for _, b in segments)
@@ -267,9 +286,13 @@ def _segments_with_ffmpeg(
     with ffmpeg.pcm_stream(path, BLOCK_SECONDS, reason, (start, stop)) as (rate, channels, blocks):
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
-        spans = [_segment_frames(path, segment, rate, 0) for segment in segments]  # ffmpeg finds the end as it goes
-        outcomes = carve(path, blocks, round(start * rate), spans, rate, target_rate, channel, slack=round(0.01 * rate))
-    return _decoded(outcomes, rate, channels)
+        spans = [_segment_frames(path, segment, rate, 0, 0.0) for segment in segments]  # ffmpeg finds the end as it goes
+        slack = round(0.01 * rate)
+        outcomes = carve(path, blocks, round(start * rate), spans, rate, target_rate, channel, slack,
+                         overshoot=round(max_overshoot * rate))
+    # A few frames short is ffmpeg's seek rounding, not an overshoot.
+    outcomes = [o if isinstance(o, AudioError) or o[1] > slack else (o[0], 0) for o in outcomes]
+    return _decoded(outcomes, rate, channels, [0] * len(outcomes))
 
 
 def _libsndfile_reason(path: Path, sf_reason: str) -> str | None:

@@ -28,14 +28,15 @@ def make_batches(lengths: Sequence[int], max_rows: int, max_samples: int) -> lis
 
 
 def pad_batch(signals: Sequence[np.ndarray], multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-padded [rows, longest rounded up to `multiple`] float32 batch and the int64 valid lengths.
+    """Zero-padded [rows, longest rounded up to `multiple`, ...] float32 batch and the int64 valid lengths
+    (signals are padded along their first axis: samples, or the frames of fbank features).
 
     Rounding the width up (on GPUs) lets the runtime reuse kernels tuned for a few shapes; the graph
     masks padding, so the features do not change.
     """
     lengths = np.array([len(s) for s in signals], dtype=np.int64)
     width = -(-int(lengths.max()) // multiple) * multiple
-    batch = np.zeros((len(signals), width), dtype=np.float32)
+    batch = np.zeros((len(signals), width, *signals[0].shape[1:]), dtype=np.float32)
     for row, signal in enumerate(signals):
         batch[row, : len(signal)] = signal
     return batch, lengths

@@ -1,26 +1,27 @@
 """In-memory embedding: signals in, per-layer features out. `extract` and notebooks share this path.
 
-The stream engine normalises each whole signal, cuts it into chunks on the frame grid, batches
-chunks of similar length across signals, runs the model and pools each file's kept frames as they
-arrive, so memory is bounded by the lookahead window, not by file length or corpus size.
+The stream engine prepares each whole signal through the model's front end (normalised samples, or
+w2v-BERT's fbank features), cuts it into chunks on the frame grid, batches chunks of similar length
+across signals, runs the model and pools each file's kept frames as they arrive, so memory is
+bounded by the lookahead window, not by file length or corpus size.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from .audio import TARGET_SAMPLE_RATE, normalize
+from .audio import TARGET_SAMPLE_RATE
 from .batching import make_batches, pad_batch
 from .chunking import Chunk, plan_chunks, seconds_to_frames
 from .errors import UsageError, W2VEmbedError
+from .frontends import frontend_for
 from .layers import Layer, LayerSpec, depth, parse_layers
 from .pooling import POOLING_MODES, Pooler, WindowPooler, window_ranges
 from .runtime import OnnxModel, default_model_path
@@ -73,6 +74,8 @@ def _check_options(options: EmbedOptions) -> None:
         if options.window_seconds < MIN_WINDOW_SECONDS:
             raise UsageError(f"--window {options.window_seconds:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
         _check_seconds("--hop", options.hop, zero_ok=False)
+        if options.hop < MIN_WINDOW_SECONDS:  # windows less than a frame apart repeat each other's frames
+            raise UsageError(f"--hop {options.hop:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
     elif options.hop_seconds is not None:
         raise UsageError("--hop needs --window")
 
@@ -133,11 +136,15 @@ class _Streamed:
 class _Piece:
     key: Hashable
     chunk: Chunk
-    signal: np.ndarray
+    inputs: np.ndarray  # the chunk's model input: samples, or fbank rows
 
 
 class Embedder:
-    """Embed audio with an exported model: `Embedder("models/x.onnx").embed(audio, sr)`."""
+    """Embed audio with an exported model: `Embedder("models/x.onnx").embed(audio, sr)`.
+
+    It pickles as its model path, options and device (HF datasets hashes it to cache a `map`; DataLoader
+    workers receive it); an unpickled one loads the model on first use.
+    """
 
     def __init__(
         self,
@@ -146,10 +153,30 @@ class Embedder:
         device: str = "auto",
         threads: int | None = None,
         options: EmbedOptions = EmbedOptions(),
+        runtime: str = "auto",  # auto | onnxruntime | openvino (runtime/select.py)
     ) -> None:
-        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads)
+        self.model = OnnxModel(model or default_model_path(), device=device, threads=threads, runtime=runtime)
         self.info = self.model.info
+        self.frontend = frontend_for(self.info.frontend, self.info.sample_rate, self.info.grid, self.info.do_normalize)
+        self._threads = threads
         self._configure(options)
+
+    def __getstate__(self) -> dict[str, object]:
+        if "_spec" in self.__dict__:  # unpickled and not used yet
+            return {"_spec": self.__dict__["_spec"]}
+        model = self.model
+        return {"_spec": (str(model.path), model.requested_device, self._threads, self.options, self.info.weights_sha256)}
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for attributes not set: an unpickled Embedder loads its model here, on first use."""
+        spec = self.__dict__.get("_spec")
+        if spec is None or name.startswith("__"):
+            raise AttributeError(name)
+        path, device, threads, options, weights = self.__dict__.pop("_spec")
+        self.__init__(path, device=device, threads=threads, options=options)
+        if self.info.weights_sha256 != weights:
+            raise W2VEmbedError(f"{path}: holds another model than the one this Embedder was pickled with")
+        return getattr(self, name)
 
     def _configure(self, options: EmbedOptions) -> None:
         _check_options(options)
@@ -166,17 +193,26 @@ class Embedder:
 
     def embed(self, audio: np.ndarray, sample_rate: int) -> Features:
         """Features of one in-memory signal: {layer: pooled (D,) or frames (T, D)}."""
-        ((_, result),) = list(self.embed_stream([(0, to_mono_16k(audio, sample_rate))]))
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return self.embed_batch([audio], sample_rate)[0]
+
+    def embed_batch(self, signals: Sequence[np.ndarray], sample_rate: int) -> list[Features]:
+        """Features of several in-memory signals, in input order, batched across them as `extract` does
+        (what HF datasets' batched `map` wants); a signal that cannot be embedded raises, naming its index."""
+        results = dict(self.embed_stream((i, to_mono_16k(s, sample_rate)) for i, s in enumerate(signals)))
+        for i, result in sorted(results.items()):
+            if isinstance(result, W2VEmbedError):
+                if len(signals) == 1:
+                    raise result
+                raise W2VEmbedError(f"signal {i}: {result}") from result
+        return [results[i] for i in range(len(signals))]
 
     def embed_stream(
         self, items: Iterable[tuple[K, np.ndarray]], inplace: bool = False, frame_sink: FrameSink | None = None
     ) -> Iterator[tuple[K, Features | W2VEmbedError]]:
         """(key, 16 kHz mono signal) in → (key, features or the reason it failed) out, as files complete.
 
-        With `inplace` the signals are normalised in place instead of copied (the caller owns them).
+        With `inplace` the waveform front end normalises the signals in place instead of copying them
+        (the caller owns them).
         With `frame_sink` and pooling "none", a long file's chunks (frames over STREAM_FRAMES_BYTES) go
         to the sink as they come out and the finished file yields empty features: memory holds a
         chunk's frames, not a file's.
@@ -192,10 +228,11 @@ class Embedder:
         queued = 0
         for key, signal in items:
             try:
-                signal = self._check(signal, inplace)
+                signal = self._check(signal)
             except W2VEmbedError as exc:
                 yield key, exc
                 continue
+            inputs = self.frontend.prepare(signal, inplace)  # whole-file statistics, before chunking
             chunks = plan_chunks(len(signal), grid, chunk_frames, context_frames)
             frames = grid.num_frames(len(signal))
             frame_bytes = frames * len(self.layers) * self.info.hidden_size * 4
@@ -204,7 +241,7 @@ class Embedder:
             else:
                 poolers[key] = {layer: self._pooler(frames) for layer in self.layers}
             remaining[key] = len(chunks)
-            queue.extend(_Piece(key, c, signal[c.start : c.stop]) for c in chunks)
+            queue.extend(_Piece(key, c, self.frontend.cut(inputs, c)) for c in chunks)
             queued += len(signal)
             if queued >= self.lookahead_samples:
                 yield from self._run_queue(queue, poolers, remaining)
@@ -218,8 +255,8 @@ class Embedder:
         ranges = window_ranges(num_frames, info.frame_rate, info.frame_center_offset, opts.window_seconds, opts.hop)
         return WindowPooler(opts.pool, ranges)
 
-    def _check(self, signal: np.ndarray, inplace: bool) -> np.ndarray:
-        """Reject what the model cannot embed; normalise the whole signal once, before chunking."""
+    def _check(self, signal: np.ndarray) -> np.ndarray:
+        """Reject what the model cannot embed."""
         signal = np.asarray(signal, dtype=np.float32)
         field = self.info.grid.receptive_field
         if len(signal) < field:
@@ -229,15 +266,15 @@ class Embedder:
             )
         if not np.isfinite(signal).all():
             raise W2VEmbedError("audio contains NaN or infinite samples")
-        return normalize(signal, inplace) if self.info.do_normalize else signal
+        return signal
 
     def _run_queue(
         self, queue: list[_Piece], poolers: dict[Hashable, dict[Layer, Pooler | WindowPooler | _Streamed]], remaining: dict[Hashable, int]
     ) -> Iterator[tuple[Hashable, Features | W2VEmbedError]]:
-        multiple = self.info.sample_rate if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
-        for rows in make_batches([len(p.signal) for p in queue], self.batch_rows, self.batch_samples):
+        multiple = int(self.frontend.rate) if self.model.device == "cuda" else 1  # GPU: shapes in 1 s buckets
+        for rows in make_batches([p.chunk.stop - p.chunk.start for p in queue], self.batch_rows, self.batch_samples):
             pieces = [queue[i] for i in rows]
-            batch, lengths = pad_batch([p.signal for p in pieces], multiple)
+            batch, lengths = pad_batch([p.inputs for p in pieces], multiple)
             outputs = self.model.run(batch, lengths, self.layers)
             for row, piece in enumerate(pieces):
                 for layer, states in outputs.items():
@@ -261,6 +298,8 @@ class Embedder:
 
     def with_options(self, **changes: object) -> Embedder:
         """The same loaded model with other options (e.g. layers=(6,), pool='none')."""
-        clone = copy.copy(self)
+        model = self.model  # an unpickled Embedder loads here, so that the clone shares its sessions
+        clone = object.__new__(Embedder)
+        clone.__dict__.update(vars(self), model=model)
         clone._configure(dataclasses.replace(self.options, **changes))
         return clone

@@ -18,11 +18,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar
 
 import numpy as np
 
-from .audio import Decoded, decode, decode_segments
+from .audio import MAX_OVERSHOOT, Decoded, decode, decode_segments
 from .discover import AudioFile, numbered
 from .embedder import Embedder, Features, FrameSink
 from .errors import UsageError, W2VEmbedError
@@ -31,6 +31,9 @@ from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
 from .store.layout import Segment
 from .store.sink import Row
+
+if TYPE_CHECKING:
+    from .units.stage import Units
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,8 +55,11 @@ class ExtractOptions:
     shard: str = ""  # "I/N" when `files` are one shard of a list of `total_files` (shards.select)
     total_files: int = 0
     shard_deal: str = ""  # shards.Deal.fingerprint, which `merge` compares
+    max_overshoot: float = MAX_OVERSHOOT  # seconds a segment may end past its audio and be cut there (Kaldi's)
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.max_overshoot) or self.max_overshoot < 0:
+            raise UsageError(f"--max-overshoot {self.max_overshoot}: expected seconds >= 0")
         if self.channel is not None and self.channel < 0:
             raise UsageError(f"--channel {self.channel}: expected a channel number >= 0 (0 is the first)")
         if self.save_every_files < 1:
@@ -68,6 +74,7 @@ class ExtractSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    truncated: int = 0  # segments cut at the audio's end (within max_overshoot), counted among `ok`
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -127,6 +134,7 @@ class Result:
     source_sample_rate: int = 0
     features: Features | None = None
     error: str = ""
+    truncated: float = 0.0  # seconds a segment was cut short at the audio's end (audio.Decoded.truncated)
 
 
 class Engine(Protocol):
@@ -151,11 +159,11 @@ class LocalEngine:
         self, files: list[AudioFile], options: ExtractOptions, frame_sink: FrameSink | None = None
     ) -> Iterator[Result]:
         rate = self.embedder.info.sample_rate
-        sources: dict[str, tuple[int, int]] = {}  # name -> (samples at 16 kHz, source rate); not the audio
+        sources: dict[str, tuple[int, int, float]] = {}  # name -> (samples at 16 kHz, source rate, truncated)
         failed: list[Result] = []  # decode failures, handed out between model results
 
         def load(group: list[AudioFile]) -> list[Decoded | W2VEmbedError]:
-            return decode_group(group, options.channel, rate)
+            return decode_group(group, options.channel, rate, options.max_overshoot)
 
         def signals() -> Iterator[tuple[str, np.ndarray]]:
             groups = [[files[i] for i in group] for group in close_groups(files)]
@@ -165,22 +173,24 @@ class LocalEngine:
                     if isinstance(audio, W2VEmbedError):
                         failed.append(Result(file.name, error=str(audio)))
                         continue
-                    sources[file.name] = (len(audio.samples), audio.source_sample_rate)
+                    sources[file.name] = (len(audio.samples), audio.source_sample_rate, audio.truncated)
                     yield file.name, audio.samples
 
         # The decoded audio is ours to normalise in place; frame-level chunks go to the sink as they come.
         for name, result in self.embedder.embed_stream(signals(), inplace=True, frame_sink=frame_sink):
             yield from failed
             failed.clear()
-            num_samples, source_rate = sources.pop(name)
+            num_samples, source_rate, truncated = sources.pop(name)
             if isinstance(result, W2VEmbedError):
                 yield Result(name, num_samples, source_rate, error=str(result))
             else:
-                yield Result(name, num_samples, source_rate, result)
+                yield Result(name, num_samples, source_rate, result, truncated=truncated)
         yield from failed
 
 
-def decode_group(files: list[AudioFile], channel: int | None, rate: int) -> list[Decoded | W2VEmbedError]:
+def decode_group(
+    files: list[AudioFile], channel: int | None, rate: int, max_overshoot: float = MAX_OVERSHOOT
+) -> list[Decoded | W2VEmbedError]:
     """One group of segments.close_groups as 16 kHz mono, each file or segment with its own outcome:
     a whole file, a row that discovery or the segment list already rejected, or close segments of
     one recording decoded in one pass."""
@@ -191,7 +201,7 @@ def decode_group(files: list[AudioFile], channel: int | None, rate: int) -> list
         if first.segment is None:
             return [decode(first.path, channel=channel, target_rate=rate)]
         segments = [file.segment for file in files if file.segment is not None]
-        return list(decode_segments(first.path, segments, channel=channel, target_rate=rate))
+        return list(decode_segments(first.path, segments, channel=channel, target_rate=rate, max_overshoot=max_overshoot))
     except W2VEmbedError as exc:
         return [exc] * len(files)
 
@@ -247,6 +257,7 @@ def extract(
     options: ExtractOptions = ExtractOptions(),
     progress: Progress | None = None,
     engine: Engine | None = None,
+    units: Units | None = None,
 ) -> ExtractSummary:
     """Embed every file into `output` (an .h5 path, or a text stream for JSON Lines); bad files are
     recorded under /failed (reported in the summary), never fatal. Rows are stored in the order of
@@ -254,12 +265,23 @@ def extract(
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
     back here to the one FeatureWriter, so every engine has the same resume and crash safety.
+    With `units` (units.stage.prepare), each frame of the codebook's layer becomes a unit and
+    units are written instead of features (units.sinks: .km text, JSON Lines or HDF5).
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
     files = numbered(files)
     info = run_info(embedder, options, files)
-    if hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
+    if units is not None:  # discrete units instead of features: the units stage after the frames, its own sinks
+        from .units.sinks import open_units_sink
+        from .units.stage import UnitsEngine
+
+        if options.mode == "resume":
+            raise UsageError("--units: outputs of units are not resumable (no frames are stored: rerun with --overwrite)")
+        engine = UnitsEngine(engine, units)
+        summary = ExtractSummary(Path("-" if hasattr(output, "write") else output))
+        writer = open_units_sink(output, units, info, [f.index for f in files], options.mode == "overwrite")
+    elif hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
         summary = ExtractSummary(Path("-"))
         writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info, [f.index for f in files])
     else:
@@ -286,8 +308,9 @@ def extract(
             else:
                 segment = (os.fsdecode(file.path), *file.segment) if file.segment is not None else None
                 writer.add(Row(file.index, result.name, result.num_samples, result.source_sample_rate, result.features,
-                               segment))
+                               segment, result.truncated))
                 summary.ok += 1
+                summary.truncated += result.truncated > 0
                 summary.audio_seconds += seconds
             if progress:
                 progress(result.name, seconds)

@@ -13,70 +13,23 @@ Needs the `ray` extra: pip install 'w2v-embed[ray]'.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .discover import AudioFile
-from .embedder import EmbedOptions, Embedder
-from .errors import UsageError, W2VEmbedError
+from .embedder import Embedder, EmbedOptions
+from .errors import W2VEmbedError
 from .extract import ExtractOptions, Result, decode_group
 from .layers import dataset_name
+from .ray_connect import RayOptions, connect, one_line_errors, require_ray
 from .segments import close_groups
 
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide: `address` None starts a local Ray; "auto" or "host:port" joins a cluster."""
-
-    address: str | None = None
-    actors: int = 1  # Embedders in the pool (each holds the model)
-    threads_per_actor: int = 1  # ONNX Runtime threads, and CPUs reserved, per actor
-    gpus_per_actor: float = 0.0  # with --device cuda: usually 1
-    files_per_batch: int = 4  # files handed to an actor at once
-    node_ip: str | None = None  # this node's address, where Ray's own guess is wrong (e.g. only loopback works)
-    num_cpus: int | None = None  # a local Ray's CPUs (default: all)
-    resources_per_actor: dict[str, float] | None = None  # custom Ray resources, e.g. to place one actor per node
-
-    def __post_init__(self) -> None:
-        for name in ("actors", "threads_per_actor", "files_per_batch"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--ray-{name.replace('_', '-')} {getattr(self, name)}: expected a whole number >= 1")
-        if self.gpus_per_actor < 0:
-            raise UsageError(f"gpus_per_actor {self.gpus_per_actor}: expected >= 0")
-
-
-def require_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as exc:
-        raise W2VEmbedError("--ray needs Ray; install the ray extra: pip install 'w2v-embed[ray]'") from exc
-    return ray
-
-
-def connect(options: RayOptions) -> None:
-    """Join (or start) Ray unless this process already did; the CLI's Ray, or a notebook's own."""
-    ray = require_ray()
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if options.node_ip:
-        kwargs["_node_ip_address"] = options.node_ip
-    if options.address:
-        kwargs["address"] = options.address
-    elif options.num_cpus:
-        kwargs["num_cpus"] = options.num_cpus
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise W2VEmbedError(f"cannot reach Ray at {options.address or 'a new local instance'} ({exc})") from exc
+__all__ = ["RayEngine", "RayOptions"]
 
 
 def _text(value: str) -> bytes:
@@ -162,9 +115,8 @@ class RayEngine:
         connect(self.options)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # extract reports progress itself; Ray Data would log it again
-        context.wait_for_min_actors_s = 600  # the whole pool starts before files are handed out, so the
-        # first actor to load the model does not take every batch while the others are still starting
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        context.wait_for_min_actors_s = self.options.start_timeout_s  # the whole pool starts before files are
+        # handed out, so the first actor to load the model does not take every batch while the others start
         pool = self.options
         rows = [{"indices": group, "path": os.fsencode(Path(files[group[0]].path).resolve()),
                  "problem": _text(files[group[0]].problem or ""),
@@ -185,7 +137,7 @@ class RayEngine:
             )
         )
         layers = self.embedder.layers
-        for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in one_line_errors(data.iter_batches(batch_size=None, batch_format="numpy")):
             self.nodes.update(str(n) for n in batch["node"])
             for i, index in enumerate(batch["index"]):
                 name = files[int(index)].name

@@ -1,4 +1,4 @@
-"""Downmix and resample to the model's rate, one signal at a time, and the model's input normalisation.
+"""Downmix and resample to the model's rate, one signal at a time.
 
 Blocks of (frames, channels) come from a decoder (libsndfile or ffmpeg, see audio.py); each signal
 has its own streaming soxr resampler, which gives the same samples as resampling the whole signal
@@ -17,33 +17,6 @@ import numpy as np
 import soxr
 
 from .errors import AudioError
-
-NORM_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
-_NORM_BLOCK = 1 << 20  # samples per float64 temporary in normalize()
-
-
-def normalize(samples: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """(x - mean) / sqrt(var + 1e-7), as transformers' feature extractor does before the model.
-
-    Sums are float64 so hours of audio do not lose precision; temporaries are blockwise so the
-    only full-size allocation is the float32 result, and not even that with `inplace` (a float32
-    array is then overwritten: two hours of audio are 460 MB).
-    """
-    x = np.asarray(samples, dtype=np.float32)
-    flat = x.reshape(-1)
-    out = flat if inplace and x is samples else np.empty_like(flat)
-    if flat.size == 0:
-        return out.reshape(x.shape)
-    mean = float(flat.sum(dtype=np.float64)) / flat.size
-    squares = 0.0
-    for start in range(0, flat.size, _NORM_BLOCK):
-        d = flat[start : start + _NORM_BLOCK].astype(np.float64) - mean
-        squares += float(np.dot(d, d))
-    std = math.sqrt(squares / flat.size + NORM_EPS)
-    for start in range(0, flat.size, _NORM_BLOCK):
-        piece = flat[start : start + _NORM_BLOCK].astype(np.float64)
-        out[start : start + _NORM_BLOCK] = (piece - mean) / std
-    return out.reshape(x.shape)
 
 
 def downmix(block: np.ndarray, channel: int | None) -> np.ndarray:
@@ -115,16 +88,19 @@ def carve(
     target_rate: int,
     channel: int | None,
     slack: int,
-) -> list[np.ndarray | AudioError]:
-    """Blocks that start at source frame `first` → each (start, count) span's own resampled samples.
+    overshoot: int = 0,
+) -> list[tuple[np.ndarray, int] | AudioError]:
+    """Blocks that start at source frame `first` → each (start, count) span's own resampled samples,
+    with the source frames it lacked at the audio's end.
 
-    A span that gets fewer than `count - slack` frames ran past the audio's end (ffmpeg, asked for a
-    range, stops where the audio does; its seek may round by a few samples, hence the slack).
+    A span may end up to `overshoot` frames past the audio's end (ffmpeg, asked for a range, stops
+    where the audio does; its seek may round by a few samples, hence the `slack`); beyond that, or
+    starting at or past the end, it fails.
     """
-    outcomes: list[np.ndarray | AudioError] = [
+    outcomes: list[tuple[np.ndarray, int] | AudioError] = [
         span if isinstance(span, AudioError)
         else AudioError(f"cannot decode {path}: the segment is shorter than one sample at {rate} Hz") if span[1] < 1
-        else np.zeros(0)
+        else (np.zeros(0), 0)
         for span in spans
     ]  # fmt: skip
     # Spans join when the blocks reach their start and leave when complete, so each block visits only the
@@ -152,17 +128,29 @@ def carve(
                 signal = active[i] = Resampled(rate, target_rate, count)
             signal.add(piece)
             if signal.frames == count:
-                outcomes[i] = signal.finish()
+                outcomes[i] = (signal.finish(), 0)
                 del active[i]
         position = end
     for i in [*active, *upcoming]:
         start, count = spans[i]  # type: ignore[misc]
         signal = active.get(i)
-        if signal is None or signal.frames < max(count - slack, 1):
-            outcomes[i] = AudioError(
-                f"cannot decode {path}: the segment ends at {(start + count) / rate:g} s, "
-                f"past the audio's end ({position / rate:.2f} s)"
-            )
+        if signal is None or signal.frames < count - max(slack, overshoot):
+            outcomes[i] = past_end(path, start / rate, (start + count) / rate, position / rate, overshoot / rate)
         else:
-            outcomes[i] = signal.finish()
+            outcomes[i] = (signal.finish(), count - signal.frames)
     return outcomes
+
+
+def past_end(path: Path, start: float, end: float, audio_end: float, max_overshoot: float) -> AudioError:
+    """Why a segment cannot be cut from audio that ends at `audio_end` s, with times precise enough to
+    show the difference (Kaldi's lists are rounded to 10 ms: "5.66 s, past the end (5.66 s)" said nothing)."""
+    over = end - audio_end
+    shown = start - audio_end if start >= audio_end else over  # the difference the message is about
+    digits = 3 if shown == 0 or shown >= 5e-4 else 6
+    if start >= audio_end:
+        return AudioError(f"cannot decode {path}: the segment starts at {start:.{digits}f} s, "
+                          f"at or past the audio's end at {audio_end:.{digits}f} s")
+    return AudioError(
+        f"cannot decode {path}: the segment ends at {end:.{digits}f} s, {over:.{digits}f} s past the audio's end "
+        f"at {audio_end:.{digits}f} s (more than --max-overshoot {max_overshoot:g} s)"
+    )

@@ -7,7 +7,7 @@ command group; `console` holds what they share (the app, the consoles, error and
 
 from __future__ import annotations
 
-from . import export, extract, outputs  # noqa: F401  (each registers its commands on `app`)
+from . import convert, export, extract, outputs, units  # noqa: F401  (each registers its commands on `app`)
 from .console import app
 
 __all__ = ["app", "main"]

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from .console import app, err, fail, run, shown
 from .progress import ProgressBar, ProgressLog
 
@@ -23,12 +23,13 @@ def extract(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Audio files and folders.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write; '-' streams pooled rows to stdout as JSON Lines.")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
-    layers: Annotated[str, typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).")] = "last",
+    layers: Annotated[Optional[str], typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).  [default: last]", show_default=False)] = None,
     pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts (default: --window, no overlap).")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
-    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (segments + wav.scp), or an .rttm file (its recordings are the inputs, matched by name without extension).")] = None,
+    segments: Annotated[Optional[Path], typer.Option(help="Embed parts of recordings: a TSV/CSV with a header path,start,end[,id] (seconds), a Kaldi data folder (wav.scp [+ segments]), a lhotse cuts.jsonl[.gz], or an .rttm file (its recordings are the inputs, matched by name without extension). See docs/segments.md.")] = None,
+    max_overshoot: Annotated[float, typer.Option(help="Seconds a segment may end past its audio's end and be cut there (Kaldi's extract-segments rule); beyond, it fails.")] = 0.5,
     ext: Annotated[Optional[str], typer.Option(help="Extensions to pick up in folders, e.g. wav,flac.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk sub-folders.")] = True,
     follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Descend into symlinked folders.")] = False,
@@ -38,6 +39,7 @@ def extract(
     batch_size: Annotated[Optional[int], typer.Option(help="Most chunks per batch (default: 4 on CPU, 32 on GPU).")] = None,
     max_batch_seconds: Annotated[Optional[float], typer.Option(help="Most padded audio per batch, seconds (default: 20 on CPU, 160 on GPU).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino (the 'openvino' extra; CPU). auto: the faster one for the model's precision.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for inference (default: available cores).")] = None,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 | float16.")] = "float32",
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted or earlier run into OUT.")] = False,
@@ -49,7 +51,11 @@ def extract(
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: 'local' starts one here, 'auto' or HOST:PORT joins a cluster (needs the ray extra).")] = None,
     ray_actors: Annotated[int, typer.Option(help="With --ray: Embedder actors, each holding the model (--threads each; one GPU each with --device cuda).")] = 1,
     ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
+    ray_timeout: Annotated[float, typer.Option(help="With --ray: most seconds to start or join Ray, and again for the actors to start (load the model).")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
+    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5.")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="With --units: collapse runs of a unit (durations kept beside).")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="With --units km.bin: load the pickle (it can run any code: only files you trust).")] = False,
 ) -> None:
     """Embed audio files into one HDF5 file.
 
@@ -70,6 +76,8 @@ def extract(
       w2v-embed extract corpus/ -o - --layers last | jq -c '{path, n: (.layers.last | length)}'
 
       w2v-embed extract /data/corpus -o feats.h5 --ray auto --ray-actors 8 --device cuda
+
+      w2v-embed extract --files-from train.list --units km.npz -o train.km
     """
     from ..embedder import EmbedOptions
     from ..extract import ExtractOptions
@@ -78,12 +86,17 @@ def extract(
         fail(UsageError("--resume and --overwrite exclude each other"))
     if str(output) == "-" and (resume or overwrite or json_summary):
         fail(UsageError("-o - streams rows to stdout: --resume, --overwrite and --json-summary do not apply"))
+    if str(output) == "-" and sys.stdout is None:  # started with stdout closed (`>&-`)
+        fail(W2VEmbedError("-o -: stdout is closed; give it a pipe or a file, or write an .h5 file with -o FILE"))
     if dtype not in ("float32", "float16"):
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
-    embed = EmbedOptions(layers, pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+    if (dedup or trust_pickle) and units is None:
+        fail(UsageError("--dedup and --trust-pickle go with --units"))
+    embed = EmbedOptions(layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every))
+    options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,
+                          max_overshoot=max_overshoot))
     selection = _Selection(list(inputs or []), files_from, ext, recursive, follow_symlinks, shard, segments)
     if not math.isfinite(progress_seconds) or progress_seconds < 0:
         fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
@@ -93,9 +106,11 @@ def extract(
 
         address = None if ray.strip().lower() in ("", "local") else ray.strip()
         ray_options = run(partial(RayOptions, address=address, actors=ray_actors, threads_per_actor=threads or 1,
-                                   gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip))
-    run(_extract, selection, output, model, device, threads, embed, options, quiet, json_summary, progress_seconds,
-         ray_options)
+                                   gpus_per_actor=1.0 if device == "cuda" else 0.0, node_ip=ray_node_ip,
+                                   start_timeout_s=ray_timeout, quiet=quiet))
+    units_args = (units, layers, dedup, trust_pickle) if units is not None else None
+    run(_extract, selection, output, model, device, runtime, threads, embed, options, quiet, json_summary,
+        progress_seconds, ray_options, units_args)
 
 
 @dataclass(frozen=True)
@@ -139,16 +154,24 @@ class _Selection:
         return files
 
 
-def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, threads: Optional[int],
+def _extract(selection: _Selection, output: Path, model: Optional[Path], device: str, runtime: str,
+             threads: Optional[int],
              embed: object, options: object, quiet: bool, json_summary: bool, progress_seconds: float,
-             ray_options: object) -> None:
+             ray_options: object, units_args: Optional[tuple] = None) -> None:
     from ..embedder import Embedder
     from ..extract import extract
     from ..shards import Shard, select
 
     shard = Shard.parse(selection.shard) if selection.shard is not None else None
     # Bad model or layers fail first. With Ray this one only checks (on CPU): the actors compute.
-    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed)
+    embedder = Embedder(model, device="cpu" if ray_options else device, threads=threads, options=embed, runtime=runtime)
+    if embedder.model.note and not quiet:
+        err.print(f"[yellow]note:[/] {embedder.model.note}", highlight=False)
+    units = None
+    if units_args is not None:  # the codebook's layer only, at frame level (units.stage)
+        from ..units import prepare
+
+        units, embedder = prepare(units_args[0], embedder, *units_args[1:])
     engine = None
     if ray_options is not None:
         from ..ray_engine import RayEngine
@@ -165,18 +188,20 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     with ProgressBar(show and err.is_terminal, len(files)) as bar:
         log = ProgressLog(len(files), progress_seconds) if show and not bar and progress_seconds > 0 else None
         target = sys.stdout if str(output) == "-" else output
-        summary = extract(files, target, embedder, options, progress=bar or log, engine=engine)
+        summary = extract(files, target, embedder, options, progress=bar or log, engine=engine, units=units)
     for name, reason in summary.failures:
         err.print(f"[yellow]failed:[/] {shown(name)}: {shown(reason)}", highlight=False)
     if json_summary:
         print(json.dumps({
             "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
+            "truncated": summary.truncated,
             "audio_seconds": round(summary.audio_seconds, 3), "wall_seconds": round(summary.wall_seconds, 3),
             "realtime_factor": round(summary.realtime_factor, 2), "failures": [list(f) for f in summary.failures],
         }))
     elif not quiet:
         err.print(
-            f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done · "
+            f"{summary.ok} ok{f' ({summary.truncated} truncated)' if summary.truncated else ''}, "
+            f"{summary.failed} failed, {summary.skipped} already done · "
             f"{summary.audio_seconds / 3600:.2f} h audio in {summary.wall_seconds:.1f} s "
             f"({summary.realtime_factor:.1f}× real-time) → {shown(summary.output)}"
         )

@@ -65,6 +65,14 @@ def info(path: Annotated[Path, typer.Argument(help="An output .h5 file or an exp
 
 def _info(path: Path) -> None:
     table = Table(show_header=False, title=shown(path))
+    from ..units.info import units_summary
+
+    units = units_summary(path)  # a KM file or a units output (w2v_embed.units), else None
+    if units is not None:
+        for key, value in units.items():
+            table.add_row(key, shown(value))
+        out.print(table)
+        return
     if path.suffix == ".onnx":
         from ..embedder import EmbedOptions, Embedder
 

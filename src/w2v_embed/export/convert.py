@@ -17,10 +17,10 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UsageError
 from ..layers import LAST, output_name
-from ..runtime import INPUT_NAMES, MODELS_DIR, ModelInfo
+from ..runtime import MODELS_DIR, ModelInfo
 from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
 from .coverage import check_graph_uses
-from .families import feat_extract_norm, stable_layer_norm
+from .families import feat_extract_norm, front_end, stable_layer_norm
 from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
 from .quantize import PRECISIONS, reduce_precision
 from .verify import VerificationError, VerificationReport, verify
@@ -66,6 +66,7 @@ def default_output(source: str) -> Path:
 
 
 def model_info(checkpoint: Checkpoint, config: object) -> ModelInfo:
+    frontend, kernels, strides = front_end(config)
     return ModelInfo(
         source=checkpoint.source,
         revision=checkpoint.revision or "",
@@ -73,14 +74,15 @@ def model_info(checkpoint: Checkpoint, config: object) -> ModelInfo:
         model_type=config.model_type,
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
-        conv_kernel=tuple(config.conv_kernel),
-        conv_stride=tuple(config.conv_stride),
+        conv_kernel=kernels,
+        conv_stride=strides,
         do_normalize=checkpoint.do_normalize,
         feat_extract_norm=feat_extract_norm(config),
         do_stable_layer_norm=stable_layer_norm(config),
         exporter_version=__version__,
         weights_sha256=checkpoint.weights_sha256(),
         adapter=checkpoint.adapter,
+        frontend=frontend,
     )
 
 
@@ -93,15 +95,16 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     wrapper = family(reference.config.model_type).Exportable(reference).eval()
     num_layers = wrapper.num_layers
     outputs = [output_name(k) for k in (*range(num_layers + 1), LAST)]
-    dummy = (torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64))
-    axes = {"input_values": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
+    names = list(wrapper.input_names)  # input_values [batch, samples], or input_features [batch, frames, 160]
+    dummy = wrapper.example_inputs()
+    axes = {names[0]: {0: "batch", 1: "time"}, "lengths": {0: "batch"}}
     axes.update({name: {0: "batch", 1: "frames"} for name in outputs})
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
             dummy,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=names,
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=opset,

@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..chunking import FrameGrid
 from ..errors import W2VEmbedError
 
 # In Wav2Vec2Model (and the other families) but read only by training's span masking; checkpoints may lack it.
@@ -83,10 +82,8 @@ def check_graph_uses(reference: Any) -> None:
 
     config = reference.config
     wrapper = family(config.model_type).Exportable(reference).eval()
-    grid = FrameGrid(tuple(config.conv_kernel), tuple(config.conv_stride))
-    samples = grid.receptive_field + grid.hop
-    with torch.no_grad(), Seen():
-        wrapper(torch.zeros(1, samples), torch.tensor([samples]))
+    with torch.no_grad(), Seen():  # the family's own trace inputs: waveform or fbank rows
+        wrapper(*wrapper.example_inputs())
     skip = (*OPTIONAL_KEYS, *wrapper.unread())
     unused = [name for name, p in reference.named_parameters() if id(p) not in seen and not name.startswith(skip)]
     if unused:

@@ -12,8 +12,9 @@ import numpy as np
 from ..batching import pad_batch
 from ..chunking import FrameGrid
 from ..errors import W2VEmbedError
+from ..frontends import Frontend, frontend_for
 from ..layers import LAST, Layer
-from ..runtime import OnnxModel
+from ..runtime import ModelInfo, OnnxModel
 
 # Lengths in samples: the shortest the conv layout accepts (its receptive field: 400 for the usual
 # seven convs, 720 for mHuBERT's eight), odd, a few seconds; the batch lengths run as one padded batch.
@@ -88,6 +89,13 @@ def reference_hidden_states(model: Any, samples: np.ndarray) -> dict[Layer, np.n
     return states
 
 
+def onnx_input(info: ModelInfo) -> Frontend:
+    """What the graph is fed for a raw signal. The references take raw signals too, so the waveform
+    front end's normalisation is left out on both sides; fbank features are computed as `extract` does
+    (and, in the reference, by transformers' own feature extractor)."""
+    return frontend_for(info.frontend, info.sample_rate, info.grid, do_normalize=False)
+
+
 def compare(
     reference: Callable[[np.ndarray], dict[Layer, np.ndarray]],
     onnx_path: Path,
@@ -109,12 +117,14 @@ def compare(
             cos = float(cosine_rows(ours, ref[k]).min())
             worst[k] = (max(worst[k][0], diff), min(worst[k][1], cos))
 
+    front = onnx_input(onnx_model.info)
     alone = probe_lengths(onnx_model.info.grid)
-    signals = {n: rng.standard_normal(n).astype(np.float32) for n in sorted(set(alone + BATCH_LENGTHS))}
+    signals = {n: rng.standard_normal(n).astype(np.float32) for n in sorted({*alone, *BATCH_LENGTHS})}
     refs = {n: reference(x) for n, x in signals.items()}
+    inputs = {n: front.prepare(x) for n, x in signals.items()}
     for n in alone:
-        record(onnx_model.run(signals[n][None], np.array([n]), layers), 0, refs[n])
-    batch, lengths = pad_batch([signals[n] for n in BATCH_LENGTHS])
+        record(onnx_model.run(inputs[n][None], np.array([len(inputs[n])]), layers), 0, refs[n])
+    batch, lengths = pad_batch([inputs[n] for n in BATCH_LENGTHS])
     got = onnx_model.run(batch, lengths, layers)
     for row, n in enumerate(BATCH_LENGTHS):
         record(got, row, refs[n])
@@ -122,17 +132,23 @@ def compare(
 
 
 def verify(reference: Any, onnx_path: Path, tolerance: float = 1e-4) -> VerificationReport:
-    """The exported model against transformers' PyTorch model (the reference implementation)."""
-    return compare(lambda x: reference_hidden_states(reference, x), onnx_path, tolerance=tolerance)
+    """The exported model against transformers' PyTorch model (the reference implementation); a family
+    whose input is not the waveform feeds the reference through its own hook (w2v-BERT: fbank)."""
+    from .families import family
+
+    states = getattr(family(reference.config.model_type), "reference_hidden_states", reference_hidden_states)
+    return compare(lambda x: states(reference, x), onnx_path, tolerance=tolerance)
 
 
 def verify_quantized(fp32_path: Path, candidate: Path, min_cosine: float) -> VerificationReport:
     """A reduced-precision model against the verified float32 one: cosine per layer, not max |diff|."""
     fp32 = OnnxModel(fp32_path, device="cpu")
     layers: list[Layer] = [*range(fp32.info.num_layers + 1), LAST]
+    front = onnx_input(fp32.info)
 
     def reference(x: np.ndarray) -> dict[Layer, np.ndarray]:
-        out = fp32.run(x[None], np.array([len(x)]), layers)
+        inputs = front.prepare(x)
+        out = fp32.run(inputs[None], np.array([len(inputs)]), layers)
         return {k: out[k][0] for k in layers}
 
     return compare(reference, candidate, min_cosine=min_cosine)

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from ..pooling import window_times
 from .layout import RunInfo
 from .sink import Row
@@ -68,21 +68,38 @@ class JsonLinesWriter:
             self._next += 1
 
     def _write(self, lines: list[dict[str, Any]]) -> None:
-        for line in lines:
-            self.stream.write(json.dumps(line) + "\n")  # ASCII: names that are not UTF-8 survive as \\udcXX
-        if lines:
-            self.stream.flush()  # a consumer sees each file as it finishes
+        if lines:  # ASCII: names that are not UTF-8 survive as \\udcXX
+            self._flushed("".join(json.dumps(line) + "\n" for line in lines))
+
+    def _flushed(self, text: str = "") -> None:
+        """Write and flush (a consumer sees each file as it finishes). A stream that cannot take the
+        rows (/dev/full, a closed file) ends the run with one line; a reader that left (`| head`)
+        raises BrokenPipeError, which the CLI ends quietly, as Unix tools do."""
+        try:
+            if text:
+                self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+            where = getattr(self.stream, "name", "the stream")
+            raise W2VEmbedError(f"-o -: cannot write the rows to {where}: {getattr(exc, 'strerror', None) or exc}") from exc
 
     def close(self) -> None:
         """Write what still waits (inputs not numbered in `indices`, or after a gap), in input order."""
         for index in sorted(self._waiting):
             self._write(self._waiting.pop(index))
-        self.stream.flush()
+        self._flushed()
 
-    abort = close  # rows already computed are kept: a pipe cannot be resumed
+    def abort(self) -> None:
+        """Stop after an error: what was written stays (each row was flushed); rows waiting for an
+        earlier one are not written after it, and the error in flight is the one to show."""
 
     def __enter__(self) -> JsonLinesWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

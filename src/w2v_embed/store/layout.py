@@ -33,6 +33,8 @@ BUFFER_BYTES = 256 << 20  # commit early when buffered features grow past this (
 # One row per stored row of a --segments run: where it was cut from (path, seconds).
 SEGMENT_DATASETS = {"source_path": _STR, "segment_start": np.float64, "segment_end": np.float64}
 Segment = tuple[str, float, float]
+# Seconds a segment was cut short where it ended past its audio (within --max-overshoot); 0 for the others.
+TRUNCATED = "segment_truncated"
 # Beside the layer datasets of windowed outputs, one value per window.
 WINDOW_DATASETS = {"window_start": np.float64, "window_end": np.float64, "window_partial": np.uint8}
 _RECORDED_SINCE_ISSUE_9 = ("model_file_sha256", "precision", "channel", "shard_deal")
@@ -243,6 +245,7 @@ def create_layout(
     if info.segments:
         for name, dtype in SEGMENT_DATASETS.items():
             create(name, (rows,), dtype)
+        create(TRUNCATED, (rows,), np.float64)
     if info.has_offsets:
         create("offsets", (rows + 1,), np.int64)
     for layer in info.layers:
@@ -268,7 +271,7 @@ def check_rows(f: h5py.File, info: RunInfo) -> np.ndarray | None:
 
     rows = f["paths"].shape[0]
     per_row = ["num_samples", "source_sample_rate", *(["input_index"] if "input_index" in f else []),
-               *(SEGMENT_DATASETS if info.segments else ())]
+               *(SEGMENT_DATASETS if info.segments else ()), *([TRUNCATED] if TRUNCATED in f else [])]
     for name in per_row:
         if name not in f or f[name].shape != (rows,):
             raise bad(name, f[name].shape if name in f else (), f"({rows},), one per path")

@@ -20,6 +20,7 @@ from .layout import (
     COPY_BYTES,
     RESUME_FIELDS,
     SEGMENT_DATASETS,
+    TRUNCATED,
     WINDOW_DATASETS,
     RunInfo,
     check_rows,
@@ -136,6 +137,11 @@ def _block_rows(dataset: h5py.Dataset) -> int:
     return max(1, COPY_BYTES // max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize))
 
 
+def _read(f: h5py.File, name: str, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:
+    """Rows lo:hi of a dataset; zeros where an older file lacks it (segment_truncated)."""
+    return f[name][lo:hi] if name in f else np.zeros(hi - lo, dtype)
+
+
 def _copy_in_order(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, int, int]]) -> None:
     """dst = the concatenation of input[s][a:b] for each span (s, a, b), gathered into blocks of about
     COPY_BYTES: each block reads once from each input it draws on and writes once, so rows finishing
@@ -153,7 +159,7 @@ def _copy_in_order(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, in
         for s, a, b in block:  # an input's spans in one block are one stretch of its rows: read it once
             lo, hi = ranges.get(s, (a, b))
             ranges[s] = (min(lo, a), max(hi, b))
-        data = {s: inputs(s)[name][lo:hi] for s, (lo, hi) in ranges.items()}
+        data = {s: _read(inputs(s), name, lo, hi, dst.dtype) for s, (lo, hi) in ranges.items()}
         dst[at : at + units] = np.concatenate([data[s][a - ranges[s][0] : b - ranges[s][0]] for s, a, b in block])
         at += units
         units = 0
@@ -176,7 +182,8 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     """Stream all inputs into one new output file, rows in `order` (see Order), each row once."""
     sources, failures = _plan(paths, info)
     runs, index = _in_order(sources, order)
-    per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ())]
+    per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ()),
+               *([TRUNCATED] if info.segments else [])]
     per_frame = [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed)
     if info.has_offsets:  # frames (or windows) are rows of the layer datasets: their own spans
         frame_runs = [(s, int(sources[s].offsets[a]), int(sources[s].offsets[b])) for s, a, b in runs]

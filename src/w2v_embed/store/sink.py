@@ -27,6 +27,7 @@ class Row:
     source_sample_rate: int
     features: Mapping[Layer, np.ndarray]  # pooled (D,) per layer, or (frames or windows, D)
     segment: Segment | None = None  # (source path, start, end) when the row is a part of a recording
+    truncated: float = 0.0  # seconds the segment was cut short at its audio's end (--max-overshoot)
 
 
 class Sink(Protocol):

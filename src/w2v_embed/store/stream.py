@@ -18,7 +18,7 @@ import numpy as np
 
 from ..layers import Layer, dataset_name
 from .files import create_h5, fsync_file, writing
-from .layout import SEGMENT_DATASETS, RunInfo, create_layout, encode_strings
+from .layout import SEGMENT_DATASETS, TRUNCATED, RunInfo, create_layout, encode_strings
 from .sink import Row
 
 
@@ -47,6 +47,7 @@ class FrameStream:
             f["source_sample_rate"][:] = [int(row.source_sample_rate)]
             f["offsets"][:] = [0, self.num_frames]
             if row.segment is not None:
+                f[TRUNCATED][:] = [row.truncated]
                 for key, value in zip(SEGMENT_DATASETS, row.segment):
                     f[key][:] = encode_strings([value]) if key == "source_path" else [value]
             self._context.__exit__(None, None, None)

@@ -43,6 +43,7 @@ from .layout import (
     BUFFER_BYTES,
     MODES,
     REPLACES_MARKER,
+    TRUNCATED,
     WINDOW_DATASETS,
     RunInfo,
     Segment,
@@ -352,6 +353,7 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
             f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
             f["segment_start"][:] = [e.segment[1] for e in entries]
             f["segment_end"][:] = [e.segment[2] for e in entries]
+            f[TRUNCATED][:] = [e.truncated for e in entries]
         if info.windowed and entries:
             times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
                      for n, e in zip(lengths, entries)]

@@ -3,6 +3,12 @@
 A family is a module here named after its transformers `model_type` (`-` written `_`) with
 `REFERENCE`, the transformers class its export is verified against, and `Exportable`, the
 nn.Module that restates its forward pass. Adding a family means adding one file.
+
+Optional hooks, for a family whose input is not the waveform (w2v-BERT: fbank features):
+`front_end(config)` -> (front end name, frame-grid kernels, strides) recorded in the model's metadata;
+`reference_hidden_states(model, samples)` -> transformers' states of one clip, its own feature
+extractor included (verify.py's default feeds the samples). `Exportable.input_names` and
+`Exportable.example_inputs()` (wav2vec2's: samples) name and shape what the graph is traced with.
 """
 
 from __future__ import annotations
@@ -32,3 +38,11 @@ def stable_layer_norm(config: object) -> bool:
     """Pre-norm encoder layers with a final LayerNorm (large models); absent = post-norm, except for
     conformers, whose blocks are always pre-norm (their configs lack the field)."""
     return bool(getattr(config, "do_stable_layer_norm", getattr(config, "model_type", "") == "wav2vec2-conformer"))
+
+
+def front_end(config: object) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """What the model eats and its frame grid: the waveform through the conv stack, unless the family says."""
+    module = family(config.model_type)
+    if hasattr(module, "front_end"):
+        return module.front_end(config)
+    return "waveform", tuple(config.conv_kernel), tuple(config.conv_stride)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...errors import W2VEmbedError
+from ...runtime import INPUT_NAMES
 from . import feat_extract_norm, stable_layer_norm
 
 
@@ -87,6 +88,8 @@ class Exportable(nn.Module):
     so its weights are put back to float32 and it runs in float32.
     """
 
+    input_names = INPUT_NAMES
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         config = model.config
@@ -101,6 +104,10 @@ class Exportable(nn.Module):
         self.dtype = next(model.parameters()).dtype
         if self.group_norm:
             model.feature_extractor.conv_layers[0].float()
+
+    def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the export traces with: two rows of samples, one padded."""
+        return torch.zeros(2, 16000), torch.tensor([16000, 12000], dtype=torch.int64)
 
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         frame_lengths = conv_output_lengths(lengths, self.kernels, self.strides)

@@ -1,6 +1,7 @@
-"""Run an exported model with ONNX Runtime; read what `extract` needs from its metadata.
+"""An exported model and what `extract` needs from its metadata; the runtimes that run it live beside this.
 
-The ONNX contract: inputs `input_values` float32 [batch, samples] and `lengths` int64 [batch];
+The ONNX contract: inputs `input_values` float32 [batch, samples] (or, for the fbank front end,
+`input_features` [batch, frames, 160]) and `lengths` int64 [batch] (valid samples or frames);
 outputs `hidden_state_0` … `hidden_state_L` and `last_hidden_state`, each [batch, frames, hidden];
 `metadata_props`
 describe the model so that no checkpoint is needed at extraction time.
@@ -12,17 +13,18 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from .architecture import metadata_problem
-from .chunking import FrameGrid
-from .errors import UsageError, W2VEmbedError
-from .graphcut import cut_model, read_metadata
-from .layers import LAST, Layer, depth, output_name
+from ..architecture import metadata_problem
+from ..chunking import FrameGrid
+from ..errors import UsageError, W2VEmbedError
+from ..graphcut import read_metadata
+from ..layers import LAST, Layer, depth, output_name
 
 INPUT_NAMES = ("input_values", "lengths")
 METADATA_PREFIX = "w2v_embed."
@@ -51,6 +53,12 @@ class ModelInfo:
     external_data_tag: str = ""  # the data file's last bytes: proves it belongs to this .onnx
     precision: str = "float32"  # float32 | int8 (MatMul weights quantized) | float16 (for CUDA)
     adapter: str = ""  # MMS: the language adapter exported (export --adapter); "" = the main file's
+    frontend: str = "waveform"  # what the model eats: waveform (input_values) | fbank (input_features, w2v-BERT)
+
+    @property
+    def input_name(self) -> str:
+        """The graph's first input, named for what the front end feeds it."""
+        return "input_features" if self.frontend == "fbank" else INPUT_NAMES[0]
 
     @property
     def grid(self) -> FrameGrid:
@@ -88,28 +96,6 @@ class ModelInfo:
         if problem:
             raise W2VEmbedError(f"{where}: the model's metadata is invalid ({problem}); export the model again")
         return cls(**values)
-
-
-CUDA_HELP = (
-    "install the GPU runtime instead of the CPU one: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
-    "(needs an NVIDIA driver with CUDA 12 and cuDNN 9)"
-)
-
-
-def select_providers(device: str) -> list[str]:
-    """ONNX Runtime execution providers for --device auto|cpu|cuda."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise W2VEmbedError(f"--device cuda: this onnxruntime has no CUDA provider; {CUDA_HELP}")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
-    raise UsageError(f"--device {device}: expected auto, cpu or cuda")
 
 
 def default_threads() -> int:
@@ -166,28 +152,50 @@ def check_external_data(path: Path, info: ModelInfo) -> None:
         )
 
 
-def _check_loadable(path: Path) -> None:
-    """Say "truncated or corrupt" for a file that ONNX Runtime cannot parse, rather than "not a w2v-embed model"."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class Graph:
+    """What a runtime loads: the exported file, cut to `outputs` (None: whole), run on `threads` threads."""
 
-    try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-        raise W2VEmbedError(
-            f"{path}: truncated or corrupt ONNX file ({path.stat().st_size} bytes; {str(exc).splitlines()[0]}); "
-            "copy or export it again"
-        ) from exc
+    path: Path
+    outputs: tuple[str, ...] | None
+    threads: int
+    external_data: bool
+    sha256: Callable[[], str]  # of the file(s); asked only by a cache (hashing costs ~0.3 s a GB)
+
+
+class Session(Protocol):
+    """One loaded graph, ready to run: what every runtime hands OnnxModel."""
+
+    device: str  # where it runs: cpu | cuda
+    outputs: frozenset[str]  # the names it can be asked for
+
+    def run(self, names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Runtime(Protocol):
+    """An inference engine that loads Graphs (runtime/onnxruntime.py, runtime/openvino.py)."""
+
+    name: str
+
+    def load(self, graph: Graph) -> Session: ...
 
 
 class OnnxModel:
-    """An exported wav2vec2 model; one ONNX Runtime session per depth, so `--layers 6` stops at layer 6."""
+    """An exported wav2vec2 model; one session per depth, so `--layers 6` stops at layer 6.
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+    `runtime` is auto | onnxruntime | openvino (see runtime/select.py); `note` says why the one asked for
+    is not the one used (for the CLI to show), else is None.
+    """
+
+    def __init__(
+        self, path: str | Path, device: str = "auto", threads: int | None = None, runtime: str = "auto"
+    ) -> None:
+        from .onnxruntime import _check_loadable
+        from .select import open_runtime
+
         self.path = Path(path)
         if not self.path.is_file():
             raise W2VEmbedError(f"{self.path}: model not found; create one with: w2v-embed export SOURCE")
-        self.providers = select_providers(device)
-        self.requested_device = device
         self.threads = default_threads() if threads is None else _check_threads(threads)
         try:
             self.info = ModelInfo.from_metadata(read_metadata(self.path), str(self.path))
@@ -197,7 +205,8 @@ class OnnxModel:
             _check_loadable(self.path)  # metadata is stored last: a truncated copy loses it first
             raise
         check_external_data(self.path, self.info)
-        self.sessions: dict[int, object] = {}
+        self.runtime, self.note = open_runtime(runtime, device, self.info.precision)
+        self.sessions: dict[int, Session] = {}
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -214,38 +223,15 @@ class OnnxModel:
     @property
     def device(self) -> str:
         session = next(iter(self.sessions.values()), None) or self.prepare(self.info.num_layers)
-        return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        return session.device
 
-    def prepare(self, upto: int) -> object:
+    def prepare(self, upto: int) -> Session:
         """The session that computes hidden states 0..upto (the full graph cut after layer `upto`)."""
-        if upto in self.sessions:
-            return self.sessions[upto]
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Memory patterns are planned per input shape and kept: with chunks of a few different widths
-        # they pushed a 5-minute file to 1.9 GB; without them the arena stays at its largest batch.
-        options.enable_mem_pattern = False
-        if upto >= self.info.num_layers:
-            model: str | bytes = str(self.path)
-        else:
-            model = cut_model(self.path.read_bytes(), [output_name(k) for k in range(upto + 1)])
-            # A model loaded from bytes finds its external data file only when told where it lives.
-            options.add_session_config_entry(
-                "session.model_external_initializers_file_folder_path", str(self.path.resolve().parent)
-            )
-        try:
-            session = ort.InferenceSession(model, options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise W2VEmbedError(f"{self.path}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from exc
-        if self.requested_device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise W2VEmbedError(f"--device cuda: the CUDA provider could not start (no GPU visible?); {CUDA_HELP}")
-        self.sessions[upto] = session
-        return session
+        if upto not in self.sessions:
+            outputs = None if upto >= self.info.num_layers else tuple(output_name(k) for k in range(upto + 1))
+            graph = Graph(self.path, outputs, self.threads, bool(self.info.external_data), lambda: self.sha256)
+            self.sessions[upto] = self.runtime.load(graph)
+        return self.sessions[upto]
 
     def run(self, input_values: np.ndarray, lengths: np.ndarray, layers: Sequence[Layer]) -> dict[Layer, np.ndarray]:
         """Hidden states [batch, frames, hidden] for the requested layers, computed no deeper than needed."""
@@ -253,16 +239,16 @@ class OnnxModel:
         if not layers or any(not isinstance(k, int) or not 0 <= k <= self.info.num_layers for k in numbered):
             raise W2VEmbedError(f"{self.path}: layers {list(layers)} not in 0..{self.info.num_layers} or last")
         session = self.prepare(depth(layers, self.info.num_layers))
-        feeds = {
-            "input_values": np.ascontiguousarray(input_values, dtype=np.float32),
+        feeds = {  # input_values [batch, samples], or input_features [batch, frames, dims] for the fbank front end
+            self.info.input_name: np.ascontiguousarray(input_values, dtype=np.float32),
             "lengths": np.asarray(lengths, dtype=np.int64),
         }
         return dict(zip(layers, session.run([self._output(k, session) for k in layers], feeds)))
 
-    def _output(self, layer: Layer, session: object) -> str:
+    def _output(self, layer: Layer, session: Session) -> str:
         """Models exported before `last_hidden_state` existed have it only where it equals layer L."""
         name = output_name(layer)
-        if layer != LAST or name in {o.name for o in session.get_outputs()}:
+        if layer != LAST or name in session.outputs:
             return name
         if not self.info.do_stable_layer_norm:
             return output_name(self.info.num_layers)

@@ -1,0 +1,83 @@
+"""What the format writers share: rows checked to arrive in input order, files written under temp
+names in the destination and renamed into place only when the whole output is written (an
+interrupted conversion leaves no half files behind), and the summary they close with."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import W2VEmbedError
+from ..store.sink import Row
+
+
+@dataclass
+class SinkSummary:
+    rows: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # what the writer produced, in its final names
+
+
+class StagedSink:
+    """Base of the streaming writers: subclasses write each row in `_write` to files opened with
+    `staged(name)` and flush them in `_finish`; `close` then renames them all into place.
+
+    Rows must come in input order (their `index` increasing): these formats are streams that cannot
+    be reordered afterwards without a second pass, so a row out of order is an error, never a silent
+    misalignment with the manifest.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = Path(dest)
+        self.done: set[str] = set()
+        self.summary = SinkSummary()
+        self._staged: dict[Path, Path] = {}  # final name -> temp name
+        self._last_index = -1
+
+    def staged(self, name: str | Path) -> Path:
+        """A temp path beside `name` (in the same folder, so the final rename is atomic)."""
+        final = self.dest / name if not Path(name).is_absolute() else Path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+        self._staged[final] = temp
+        return temp
+
+    def add(self, row: Row) -> None:
+        if row.index <= self._last_index:
+            raise W2VEmbedError(
+                f"row {row.index} ({row.name}) arrived after row {self._last_index}: this writer needs rows in input order"
+            )
+        self._last_index = row.index
+        self._write(row)
+        self.summary.rows += 1
+
+    def add_failure(self, index: int, name: str, error: str) -> None:
+        self.summary.failed.append((name, error))
+
+    def close(self) -> SinkSummary:
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        for final, temp in self._staged.items():
+            os.replace(temp, final)
+        self.summary.files = list(self._staged)
+        self._staged = {}
+        return self.summary
+
+    def abort(self) -> None:
+        self._discard()
+        for temp in self._staged.values():
+            temp.unlink(missing_ok=True)
+        self._staged = {}
+
+    def _write(self, row: Row) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Write what is left and close the files (they are renamed after)."""
+
+    def _discard(self) -> None:
+        """Close the files without finishing them (they are deleted after)."""
