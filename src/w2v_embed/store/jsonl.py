@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import UsageError, W2VEmbedError
 from ..pooling import window_times
 from .layout import RunInfo
-from .sink import Row
+from .sink import InOrder, Row
 
 
 class JsonLinesWriter:
@@ -35,9 +35,7 @@ class JsonLinesWriter:
             )
         self.stream, self.info = stream, info
         self.done: set[str] = set()
-        self._expected = sorted(indices)  # the inputs still to come, in order
-        self._next = 0  # position in _expected of the next input to write
-        self._waiting: dict[int, list[dict[str, Any]]] = {}  # finished out of order: index -> its lines
+        self._order = InOrder(sorted(indices))  # rows finished out of order wait here for the ones before
 
     def add(self, row: Row) -> None:
         info = self.info
@@ -62,10 +60,8 @@ class JsonLinesWriter:
         self._arrived(index, [])
 
     def _arrived(self, index: int, lines: list[dict[str, Any]]) -> None:
-        self._waiting[index] = lines
-        while self._next < len(self._expected) and self._expected[self._next] in self._waiting:
-            self._write(self._waiting.pop(self._expected[self._next]))
-            self._next += 1
+        for ready in self._order.put(index, lines):
+            self._write(ready)
 
     def _write(self, lines: list[dict[str, Any]]) -> None:
         if lines:  # ASCII: names that are not UTF-8 survive as \\udcXX
@@ -87,8 +83,8 @@ class JsonLinesWriter:
 
     def close(self) -> None:
         """Write what still waits (inputs not numbered in `indices`, or after a gap), in input order."""
-        for index in sorted(self._waiting):
-            self._write(self._waiting.pop(index))
+        for lines in self._order.drain():
+            self._write(lines)
         self._flushed()
 
     def abort(self) -> None:

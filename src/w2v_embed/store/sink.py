@@ -7,9 +7,9 @@ each carries its position in the input listing, and a sink presents its rows in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,3 +42,28 @@ class Sink(Protocol):
     def close(self) -> object: ...
 
     def abort(self) -> None: ...
+
+
+class InOrder:
+    """Items keyed by input index, released in the order of `indices` as soon as the gap before them fills."""
+
+    def __init__(self, indices: Iterable[int]) -> None:
+        self._order = list(indices)
+        self._next = 0
+        self._held: dict[int, Any] = {}
+
+    def put(self, index: int, item: Any) -> Iterator[Any]:
+        self._held[index] = item
+        while self._next < len(self._order) and self._order[self._next] in self._held:
+            yield self._held.pop(self._order[self._next])
+            self._next += 1
+
+    @property
+    def complete(self) -> bool:
+        return self._next == len(self._order)
+
+    def drain(self) -> Iterator[Any]:
+        """What is still held (indices outside `indices`, or behind a gap that never filled), by index."""
+        for index in sorted(self._held):
+            yield self._held.pop(index)
+

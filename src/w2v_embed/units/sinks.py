@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,30 +28,11 @@ from .. import __version__
 from ..errors import UsageError, W2VEmbedError
 from ..store.files import create_h5, fsync_dir, fsync_file, write_atomically, writing
 from ..store.layout import RunInfo, Segment, encode_strings, read_strings
-from ..store.sink import Row
+from ..store.sink import InOrder, Row
 from .stage import Units, run_lengths
 
 UNITS_FORMAT = "w2v-embed-units/1"
 _STR = h5py.string_dtype()
-
-
-class InOrder:
-    """Items keyed by input index, released in the order of `indices` as soon as the gap before them fills."""
-
-    def __init__(self, indices: Iterable[int]) -> None:
-        self._order = list(indices)
-        self._next = 0
-        self._held: dict[int, Any] = {}
-
-    def put(self, index: int, item: Any) -> Iterator[Any]:
-        self._held[index] = item
-        while self._next < len(self._order) and self._order[self._next] in self._held:
-            yield self._held.pop(self._order[self._next])
-            self._next += 1
-
-    @property
-    def complete(self) -> bool:
-        return self._next == len(self._order)
 
 
 def _check_new(path: Path, overwrite: bool) -> None:
