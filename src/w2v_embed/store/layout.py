@@ -19,6 +19,10 @@ from .files import parts_dir
 
 FORMAT = "w2v-embed/2"  # 2: layers stored as strings ("last"), windows; /1 files are read alike
 READABLE_FORMATS = ("w2v-embed/1", FORMAT)
+# `extract --units`: the same layout with /units (and /durations) where the layer datasets are; /1 was
+# written whole at the end (no /input_index, no run attributes): load_units reads it, resume and merge do not.
+UNITS_FORMAT = "w2v-embed-units/2"
+UNITS_READABLE = ("w2v-embed-units/1", UNITS_FORMAT)
 POOLINGS = ("mean", "max", "meanstd", "none")
 DTYPES = ("float32", "float16")
 MODES = ("new", "resume", "overwrite")
@@ -54,7 +58,20 @@ RESUME_FIELDS = {
     "window_seconds": "window",
     "hop_seconds": "hop",
     "segments": "segments",
+    "k": "codebook size K",
+    "codebook_sha256": "codebook (sha256)",
+    "dedup": "--dedup",
 }
+
+
+@dataclass(frozen=True)
+class Column:
+    """A dataset with an entry per row (pooled) or per frame or window: `Row.features[key]` goes there."""
+
+    name: str
+    key: Layer
+    dtype: np.dtype
+    tail: tuple[int, ...]  # the shape of one entry
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,27 @@ class RunInfo:
     window_seconds: float = 0.0  # > 0: one pooled row per window (--window), rows of a file at /offsets
     hop_seconds: float = 0.0
     segments: bool = False  # rows are parts of recordings (--segments): /source_path, /segment_start, /segment_end
+    # A units run (extract --units): one unit per frame of the one layer, stored as /units, not features.
+    k: int = 0  # the codebook's size; 0: features
+    codebook: str = ""  # its file, as given
+    codebook_sha256: str = ""  # of its centroids (or of the faiss index file): resume and merge compare it
+    dedup: bool = False  # runs collapsed, their lengths in /durations
+
+    @property
+    def units(self) -> bool:
+        return self.k > 0
+
+    @property
+    def units_dtype(self) -> np.dtype:
+        """int16 while every unit fits (K <= 32768), else int32."""
+        return np.dtype(np.int16 if self.k <= np.iinfo(np.int16).max + 1 else np.int32)
+
+    def columns(self) -> list[Column]:
+        """The datasets that hold each row's data: one per layer (features), or /units (+ /durations)."""
+        if self.units:
+            return [Column("units", "units", self.units_dtype, ())] + (
+                [Column("durations", "durations", np.dtype(np.int32), ())] if self.dedup else [])
+        return [Column(dataset_name(k), k, np.dtype(self.dtype), (self.width,)) for k in self.layers]
 
     @property
     def frame_level(self) -> bool:
@@ -112,6 +150,8 @@ class RunInfo:
             raise W2VEmbedError(f"layers {list(self.layers)}: expected distinct layer numbers >= 0 or 'last'")
         if self.hidden_size < 1:
             raise W2VEmbedError(f"hidden size {self.hidden_size}: expected a positive number")
+        if self.units and (not self.frame_level or self.windowed or len(self.layers) != 1):
+            raise W2VEmbedError("units: one layer at frame level (pooling none, no windows)")
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "layers": list(self.layers)}, indent=1)
@@ -135,6 +175,13 @@ class RunInfo:
         return cls(**kwargs)
 
     def attrs(self) -> dict[str, Any]:
+        if self.units:  # the storage dtype of features does not apply
+            units = {"layer": str(self.layers[0]), "k": np.int64(self.k), "codebook": self.codebook,
+                     "codebook_sha256": self.codebook_sha256, "dedup": bool(self.dedup)}
+            return {**{k: v for k, v in self._attrs().items() if k != "dtype"}, "format": UNITS_FORMAT, **units}
+        return self._attrs()
+
+    def _attrs(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "model": self.model,
@@ -165,15 +212,22 @@ class RunInfo:
 _OVERWRITE_HINT = "pass --overwrite to replace it"
 
 
-def open_output(path: Path, hint: str = _OVERWRITE_HINT) -> h5py.File:
-    """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it."""
+def open_output(path: Path, hint: str = _OVERWRITE_HINT, units: bool | None = False) -> h5py.File:
+    """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it; `units`:
+    whether it must be a units output (True), a features output (False) or either (None)."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise W2VEmbedError(f"{path}: not a readable HDF5 file ({exc}); {hint}") from exc
-    if attr_str(f.attrs.get("format")) not in READABLE_FORMATS:
+    found = attr_str(f.attrs.get("format"))
+    if found not in READABLE_FORMATS and found != UNITS_FORMAT:
         f.close()
-        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT}); {hint}")
+        old = f" (written whole by an older w2v-embed: load_units reads it, extract --overwrite redoes it)" if found in UNITS_READABLE else ""
+        raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT} or {UNITS_FORMAT}){old}; {hint}")
+    if units is not None and (found == UNITS_FORMAT) != units:
+        f.close()
+        what = "a units output of `extract --units`: read it with w2v_embed.load_units" if not units else "not a units output"
+        raise W2VEmbedError(f"{path}: {what}")
     return f
 
 
@@ -248,8 +302,8 @@ def create_layout(
         create(TRUNCATED, (rows,), np.float64)
     if info.has_offsets:
         create("offsets", (rows + 1,), np.int64)
-    for layer in info.layers:
-        create(dataset_name(layer), (frames if info.has_offsets else rows, info.width), info.dtype)
+    for column in info.columns():
+        create(column.name, (frames if info.has_offsets else rows, *column.tail), column.dtype)
     if info.windowed:
         for name, dtype in WINDOW_DATASETS.items():
             create(name, (frames,), dtype)
@@ -287,14 +341,14 @@ def check_rows(f: h5py.File, info: RunInfo) -> np.ndarray | None:
         for name in WINDOW_DATASETS if info.windowed else ():
             if name not in f or f[name].shape != (entries,):
                 raise bad(name, f[name].shape if name in f else (), f"({entries},), one per window")
-    for layer in info.layers:
-        name = dataset_name(layer)
-        if name not in f or f[name].shape != (entries, info.width):
-            raise bad(name, f[name].shape if name in f else (), f"({entries}, {info.width})")
+    for column in info.columns():
+        name, shape = column.name, (entries, *column.tail)
+        if name not in f or f[name].shape != shape:
+            raise bad(name, f[name].shape if name in f else (), str(shape))
     return offsets
 
 
-def open_finished(path: str | Path) -> h5py.File:
+def open_finished(path: str | Path, units: bool | None = False) -> h5py.File:
     path = Path(path)
     # The parts folder first: a run that finishes renames OUT.h5 into place, then removes its parts, so
     # parts seen absent before OUT.h5 is looked for mean OUT.h5 is there unless it never was.
@@ -303,6 +357,6 @@ def open_finished(path: str | Path) -> h5py.File:
         if unfinished:
             raise W2VEmbedError(f"{path} is not finished yet; rerun the extraction with --resume to complete it")
         raise W2VEmbedError(f"{path}: no such file")
-    return open_output(path, "give the .h5 file that `w2v-embed extract` wrote")
+    return open_output(path, "give the .h5 file that `w2v-embed extract` wrote", units)
 
 

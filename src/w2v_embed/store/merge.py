@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 
 from ..errors import W2VEmbedError
-from ..layers import dataset_name
 from .files import create_h5, remove_merge_temps, write_atomically, writing
 from .layout import (
     COPY_BYTES,
@@ -58,7 +57,7 @@ def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[s
     stored: set[str] = set()
     failures: dict[str, str] = {}  # first-failure order, latest reason
     for path in paths:
-        with open_output(path) as f:
+        with open_output(path, units=None) as f:
             offsets = check_rows(f, info)
             names = read_strings(f["paths"])
             keep = np.zeros(len(names), dtype=bool)
@@ -184,7 +183,7 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     runs, index = _in_order(sources, order)
     per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ()),
                *([TRUNCATED] if info.segments else [])]
-    per_frame = [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed)
+    per_frame = [c.name for c in info.columns()] + (list(WINDOW_DATASETS) * info.windowed)
     if info.has_offsets:  # frames (or windows) are rows of the layer datasets: their own spans
         frame_runs = [(s, int(sources[s].offsets[a]), int(sources[s].offsets[b])) for s, a, b in runs]
         sizes = np.concatenate([np.diff(sources[s].offsets[a : b + 1]) for s, a, b in runs] or [np.zeros(0, np.int64)])
@@ -227,6 +226,7 @@ def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = Fa
     Refused, before anything is written: unfinished or incomplete shards, a missing or repeated
     shard of an I/N set, outputs computed differently, a file stored twice. The result is written
     under a temporary name and renamed, so a crashed merge leaves no output and can simply be rerun.
+    Units outputs merge alike, also into fairseq's `.km` text (units.sinks.write_km).
     """
     output, paths = Path(output), [Path(p) for p in inputs]
     if not paths:
@@ -244,17 +244,33 @@ def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = Fa
             temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
             # the parts of one sharded list go back into its order; other outputs follow one another
             order = "stored" if infos[0].shard else "given"
-            write_atomically(output, temp, lambda t: merge_files(paths, t, info, order))
+            if output.suffix == ".km":
+                _merge_km(paths, output, temp, info, order)
+            else:
+                write_atomically(output, temp, lambda t: merge_files(paths, t, info, order))
     finally:
         lock.release()
     return MergeSummary(output, len(paths), sum(c[0] for c in counts), sum(c[1] for c in counts))
+
+
+def _merge_km(paths: list[Path], output: Path, temp: Path, info: RunInfo, order: Order) -> None:
+    """Units into fairseq's .km text, by way of one merged HDF5 file."""
+    from ..units.sinks import write_km
+
+    if not info.units:
+        raise W2VEmbedError(f"{output}: a .km file holds units; merge the outputs of `extract --units` into it")
+    try:
+        merge_files(paths, temp, info, order)
+        write_km(temp, output)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _check_mergeable(paths: list[Path]) -> tuple[list[RunInfo], list[tuple[int, int]]]:
     """Each input's RunInfo and (stored, failed) counts, after every check a merge needs."""
     infos, counts, stored, owner = [], [], [], {}
     for path in paths:
-        with open_finished(path) as f:
+        with open_finished(path, units=None) as f:
             info = stored_info(f)
             names = read_strings(f["paths"])
             failed = int(f["failed/paths"].shape[0])

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
-from ..layers import Layer, dataset_name
+from ..layers import Layer
 from ..pooling import window_times
 from .files import (
     atomic_write_text,
@@ -83,6 +83,9 @@ class FeatureWriter:
     Rows come in completion order; OUT.h5 has them in input order: by `order` (name -> position in
     this run's listing) where given, else by each row's `Row.index`. Rows of an earlier run that the
     listing no longer has follow the others.
+
+    `finish` (merged HDF5, OUT) makes OUT from the assembled rows when OUT is not this HDF5 layout
+    (units as fairseq's .km text): resume then continues the parts, but never a finished OUT.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class FeatureWriter:
         commit_every_files: int = 64,
         commit_every_seconds: float = 20.0,
         order: Mapping[str, int] | None = None,
+        finish: Callable[[Path, Path], None] | None = None,
     ) -> None:
         info.validate()
         if mode not in MODES:
@@ -109,6 +113,7 @@ class FeatureWriter:
         self.done: set[str] = set()
         self.stored_segments: dict[str, Segment] = {}
         self.order = order
+        self.finish = finish
         self._buffer = _Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._dtype = np.dtype(info.dtype)
@@ -136,6 +141,9 @@ class FeatureWriter:
             shutil.rmtree(self.parts, ignore_errors=True)
             self.parts.mkdir()
             atomic_write_text(self.parts / REPLACES_MARKER, "")
+        if mode == "resume" and self.finish is not None and self._finished():
+            raise W2VEmbedError(f"{self.path} is finished, and it keeps no names to continue from; pass --overwrite to "
+                                "redo it (an .h5 output can be extended with --resume)")
         if mode == "resume":
             self.done = self._scan_existing()
         self.parts.mkdir(exist_ok=True)
@@ -147,7 +155,7 @@ class FeatureWriter:
         """Names already stored in OUT.h5 and the segments, after checking they match this run."""
         done: set[str] = set()
         if self._merges_output():
-            with open_output(self.path) as f:
+            with open_output(self.path, units=None) as f:
                 check_resumable(self.path, stored_info(f), self.info)
                 done.update(self._stored_names(f))
         if not self.parts.exists():
@@ -162,7 +170,7 @@ class FeatureWriter:
                 raise W2VEmbedError(f"{run_json}: unreadable ({exc}); pass --overwrite to start over") from exc
             check_resumable(self.parts, stored, self.info)
         for segment in segment_files(self.parts):
-            with open_output(segment) as f:
+            with open_output(segment, units=None) as f:
                 check_resumable(segment, stored_info(f), self.info)
                 done.update(self._stored_names(f))
         return done
@@ -173,6 +181,11 @@ class FeatureWriter:
             sources = read_strings(f["source_path"])
             self.stored_segments.update(zip(names, zip(sources, f["segment_start"][()].tolist(), f["segment_end"][()].tolist())))
         return names
+
+    @property
+    def frame_sink(self) -> FeatureWriter | None:
+        """Where the Embedder may stream a long file's frames (frame-level features only)."""
+        return self if self.info.frame_level and not self.info.units else None
 
     # -- adding results --------------------------------------------------------------------------
 
@@ -233,22 +246,23 @@ class FeatureWriter:
         self._buffer.failures.append((index, name, " ".join(str(error).split()) or "unknown error"))
         self._maybe_commit()
 
-    def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+    def _checked_features(self, name: str, features: Mapping[Layer, np.ndarray]) -> dict[Layer, np.ndarray]:
         """In the storage dtype, not copied when already in it (a long file's frames are big): the arrays
         are kept until committed and must not be modified meanwhile. Wrong shapes are a caller bug that
         would corrupt the columns."""
-        info = self.info
-        missing = [k for k in info.layers if k not in features]
+        info, columns = self.info, self.info.columns()
+        missing = [c.key for c in columns if c.key not in features]
         if missing:
-            raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
-        arrays = {k: np.asarray(features[k], dtype=self._dtype) for k in info.layers}
+            raise W2VEmbedError(f"{name}: features lack {missing}; expected {[c.key for c in columns]}")
+        arrays = {c.key: np.asarray(features[c.key], dtype=c.dtype) for c in columns}
         if info.has_offsets:
-            lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
-            ok = all(a.ndim == 2 and a.shape[1] == info.width for a in arrays.values()) and len(lengths) == 1
+            lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
+            ok = all(a.shape[1:] == c.tail and a.ndim == 1 + len(c.tail) for c, a in zip(columns, arrays.values()))
+            ok = ok and len(lengths) == 1
             rows = "frames" if info.frame_level else "windows"
             expected = f"({rows}, {info.width}) with the same number of {rows} for every layer"
         else:
-            ok = all(a.shape == (info.width,) for a in arrays.values())
+            ok = all(a.shape == c.tail for c, a in zip(columns, arrays.values()))
             expected = f"({info.width},)"
         if not ok:
             shapes = {k: a.shape for k, a in arrays.items()}
@@ -287,8 +301,15 @@ class FeatureWriter:
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
             order = self.order if self.order is not None else "stored"
-            with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
-                write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info, order), self._lock.verify)
+            if self.finish is None:
+                with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
+                    write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info, order), self._lock.verify)
+            else:
+                merged = self.parts / "assembled.h5"
+                with writing(self.parts):
+                    merge_files(sources, merged, self.info, order)
+                self._lock.verify()
+                self.finish(merged, self.path)
             shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
         finally:
             self._finish()
@@ -305,9 +326,13 @@ class FeatureWriter:
         finally:
             self._finish()
 
-    def _merges_output(self) -> bool:
-        """Whether the existing OUT.h5 is part of this run's result (not when an --overwrite run replaces it)."""
+    def _finished(self) -> bool:
+        """Whether OUT is a finished earlier result (not when an --overwrite run is replacing it)."""
         return self.path.exists() and not (self.parts / REPLACES_MARKER).exists()
+
+    def _merges_output(self) -> bool:
+        """Whether the existing OUT.h5 is part of this run's result."""
+        return self.finish is None and self._finished()
 
     def _finish(self) -> None:
         for name in list(self._streams):  # files cut off mid-way: redone on resume, never half-present
@@ -331,7 +356,8 @@ class FeatureWriter:
 
 def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
     entries = sorted(buffer.entries, key=lambda e: e.index)  # in input order: the final merge copies runs of rows
-    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.has_offsets else []
+    columns = info.columns()
+    lengths = [len(e.features[columns[0].key]) for e in entries] if info.has_offsets else []
     with create_h5(path) as f:
         failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
         create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
@@ -343,12 +369,12 @@ def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
         if info.has_offsets:
             f["offsets"][:] = offsets
-        for layer in info.layers:
+        for column in columns:
             if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
                 for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
-                    f[dataset_name(layer)][start:stop] = entry.features[layer]
+                    f[column.name][start:stop] = entry.features[column.key]
             elif entries:
-                f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
+                f[column.name][:] = np.stack([e.features[column.key] for e in entries])
         if info.segments and entries:
             f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
             f["segment_start"][:] = [e.segment[1] for e in entries]
