@@ -253,7 +253,8 @@ class FeatureWriter:
         info, columns = self.info, self.info.columns()
         missing = [c.key for c in columns if c.key not in features]
         if missing:
-            raise W2VEmbedError(f"{name}: features lack {missing}; expected {[c.key for c in columns]}")
+            what = "units" if info.units else "layers"
+            raise W2VEmbedError(f"{name}: features lack {what} {missing}; expected {what} {[c.key for c in columns]}")
         arrays = {c.key: np.asarray(features[c.key], dtype=c.dtype) for c in columns}
         if info.has_offsets:
             lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
