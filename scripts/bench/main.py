@@ -35,6 +35,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--segments-minutes", type=float, default=0.0,
                         help="also a recording this long as diarization-like turns: --segments vs the whole file")
+    parser.add_argument("--units", action="store_true", help="extract --units vs --layers 6 --pool mean on the corpus, --rounds interleaved")
+    parser.add_argument("--kmeans-frames", type=int, nargs="*", default=[], help="k-means fits of K=500 on this many frames each")
+    parser.add_argument("--skip-models", action="store_true", help="no model-only and end-to-end rows (only the cases asked for)")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -54,7 +57,7 @@ def main() -> None:
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
                   ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
     _io_rows(table, opts, workdir)
-    for index, size in enumerate([None] if opts.model else opts.sizes):
+    for index, size in enumerate([] if opts.skip_models else [None] if opts.model else opts.sizes):
         _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
     if opts.runtimes or opts.startup:
         from .runtimes import compare_runtimes, compare_startup
@@ -68,6 +71,14 @@ def main() -> None:
             compare_runtimes(models, base, opts.rounds)
         if opts.startup:
             compare_startup(fp32, base, opts.rounds)
+    if opts.units or opts.kmeans_frames:
+        from .units import kmeans_rows, units_rows
+
+        fp32 = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+        if opts.units and opts.files:
+            units_rows({**base, "model": str(fp32)}, opts.rounds, seconds)
+        if opts.kmeans_frames and opts.files:
+            kmeans_rows({**base, "model": str(fp32)}, opts.kmeans_frames)
 
 
 def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: int, ceiling: float,
