@@ -158,3 +158,13 @@ def test_units_on_ray_equal_a_local_run(onnx_model, corpus, codebooks, tmp_path)
     assert proc.returncode == 1, proc.stderr  # broken.wav
     for extra in ("", ".dur", ".failed"):
         assert _lines(tmp_path / f"ray.km{extra}") == _lines(tmp_path / f"local.km{extra}"), extra
+
+
+def test_the_units_embedder_holds_one_session_not_the_full_graph_too(onnx_model, codebooks):
+    """prepare() re-configures an Embedder made for --layers (default: last) to end at the codebook's layer:
+    the full graph's session it loaded first is released (a base model's graph twice was 1.7 GB vs 0.8 GB)."""
+    embedder = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("last"))
+    assert list(embedder.model.sessions) == [embedder.info.num_layers]
+    _, units_embedder = prepare(codebooks[0], embedder, str(LAYER))
+    assert list(units_embedder.model.sessions) == [LAYER]
+    embedder.embed(np.zeros(16000, np.float32), 16000)  # the first one still works: it loads its graph again

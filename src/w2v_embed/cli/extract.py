@@ -53,7 +53,7 @@ def extract(
     ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
     ray_timeout: Annotated[float, typer.Option(help="With --ray: most seconds to start or join Ray, and again for the actors to start (load the model).")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
-    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5.")] = None,
+    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5. Resumable; shards write .h5, `merge` joins them (also into one .km).")] = None,
     dedup: Annotated[bool, typer.Option("--dedup", help="With --units: collapse runs of a unit (durations kept beside).")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="With --units km.bin: load the pickle (it can run any code: only files you trust).")] = False,
 ) -> None:
