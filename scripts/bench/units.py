@@ -43,7 +43,8 @@ def extract_units(args: dict) -> dict:
     from w2v_embed.units.sinks import write_km
 
     work = Path(args["workdir"])
-    embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions("last"))
+    # as the CLI does: from the smallest graph, re-configured to end at the codebook's layer by prepare()
+    embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions("0"))
     codebook = work / "centroids.npy"
     np.save(codebook, np.random.default_rng(0).standard_normal((K, embedder.info.hidden_size)).astype(np.float32))
     units, embedder = prepare(codebook, embedder, str(LAYER))

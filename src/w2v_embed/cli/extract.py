@@ -92,7 +92,9 @@ def extract(
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     if (dedup or trust_pickle) and units is None:
         fail(UsageError("--dedup and --trust-pickle go with --units"))
-    embed = EmbedOptions(layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+    # With --units the layer is the codebook's (units.prepare): the Embedder starts from the smallest graph
+    # (layer 0), not the full one, so that peak memory holds one model's weights, not two.
+    embed = EmbedOptions("0" if units is not None else layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,

@@ -50,6 +50,8 @@ def prepare(path: str | Path, embedder: Any, layers: str | None, dedup: bool = F
     """Load the codebook, check it against the model, and configure the Embedder to end at its layer.
 
     `layers` is --layers as given (None when not given): our KM files know their layer, other files need one.
+    The Embedder's own layers do not matter (the CLI makes it with layer 0, the smallest graph, which the
+    returned one releases: peak memory holds the model once).
     """
     codebook = load_codebook(path, trust_pickle)
     info = embedder.info
