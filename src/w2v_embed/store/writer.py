@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,8 @@ import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
 from ..layers import Layer
-from ..pooling import window_times
 from .files import (
     atomic_write_text,
-    create_h5,
     fsync_dir,
     parts_dir,
     remove_merge_temps,
@@ -43,13 +41,9 @@ from .layout import (
     BUFFER_BYTES,
     MODES,
     REPLACES_MARKER,
-    TRUNCATED,
-    WINDOW_DATASETS,
     RunInfo,
     Segment,
     check_resumable,
-    create_layout,
-    encode_strings,
     open_output,
     read_strings,
     stored_info,
@@ -57,19 +51,7 @@ from .layout import (
 from .lock import Lock
 from .merge import merge_files
 from .sink import Row
-from .stream import FrameStream
-
-
-@dataclass
-class _Buffer:
-    """Results not yet committed to a segment."""
-
-    entries: list[Row] = field(default_factory=list)  # features checked and in the storage dtype
-    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (input index, name, reason)
-    nbytes: int = 0
-
-    def __len__(self) -> int:
-        return len(self.entries) + len(self.failures)
+from .stream import Buffer, FrameStream, write_segment
 
 
 class FeatureWriter:
@@ -114,7 +96,7 @@ class FeatureWriter:
         self.stored_segments: dict[str, Segment] = {}
         self.order = order
         self.finish = finish
-        self._buffer = _Buffer()
+        self._buffer = Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._dtype = np.dtype(info.dtype)
         self._closed = False
@@ -287,9 +269,9 @@ class FeatureWriter:
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
         with writing(self.parts):
-            write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: _write_segment(t, self.info, self._buffer))
+            write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, self._buffer))
         self._next_segment += 1
-        self._buffer = _Buffer()  # only now: an interrupted commit keeps the results for abort()
+        self._buffer = Buffer()  # only now: an interrupted commit keeps the results for abort()
 
     # -- finishing -------------------------------------------------------------------------------
 
@@ -353,36 +335,3 @@ class FeatureWriter:
             self.close()
         else:
             self.abort()
-
-
-def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
-    entries = sorted(buffer.entries, key=lambda e: e.index)  # in input order: the final merge copies runs of rows
-    columns = info.columns()
-    lengths = [len(e.features[columns[0].key]) for e in entries] if info.has_offsets else []
-    with create_h5(path) as f:
-        failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
-        create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
-        if entries:
-            f["paths"][:] = encode_strings([e.name for e in entries])
-            f["input_index"][:] = [e.index for e in entries]
-            f["num_samples"][:] = [e.num_samples for e in entries]
-            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        if info.has_offsets:
-            f["offsets"][:] = offsets
-        for column in columns:
-            if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
-                for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
-                    f[column.name][start:stop] = entry.features[column.key]
-            elif entries:
-                f[column.name][:] = np.stack([e.features[column.key] for e in entries])
-        if info.segments and entries:
-            f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
-            f["segment_start"][:] = [e.segment[1] for e in entries]
-            f["segment_end"][:] = [e.segment[2] for e in entries]
-            f[TRUNCATED][:] = [e.truncated for e in entries]
-        if info.windowed and entries:
-            times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
-                     for n, e in zip(lengths, entries)]
-            for name, column in zip(WINDOW_DATASETS, zip(*times)):
-                f[name][:] = np.concatenate(column)
