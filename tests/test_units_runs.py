@@ -168,3 +168,26 @@ def test_the_units_embedder_holds_one_session_not_the_full_graph_too(onnx_model,
     _, units_embedder = prepare(codebooks[0], embedder, str(LAYER))
     assert list(units_embedder.model.sessions) == [LAYER]
     embedder.embed(np.zeros(16000, np.float32), 16000)  # the first one still works: it loads its graph again
+
+
+def test_segments_give_the_units_of_the_cut_audio_and_resume_compares_their_times(onnx_model, corpus, codebooks, tmp_path):
+    model, c = onnx_model("group"), codebooks[0]
+    source = corpus[7]  # c2.wav, 3.1 s
+    rows = [("a", 0.5, 2.0), ("b", 2.2, 3.0)]
+    cuts = []
+    audio = sf.read(source, dtype="float32")[0]
+    for name, start, end in rows:
+        cuts.append(tmp_path / f"{name}.wav")
+        sf.write(cuts[-1], audio[round(start * 16000) : round(end * 16000)], 16000, subtype="FLOAT")
+    table = tmp_path / "segs.tsv"
+    table.write_text("path\tstart\tend\tid\n" + "".join(f"{source}\t{a}\t{b}\t{n}\n" for n, a, b in rows))
+    common = ("-m", model, "--units", c, "--layers", LAYER, "-q")
+    assert _invoke("extract", "--segments", table, *common, "-o", tmp_path / "segs.h5").exit_code == 0
+    assert _invoke("extract", *cuts, *common, "-o", tmp_path / "cuts.h5").exit_code == 0
+    by_segment, by_cut = load_units(tmp_path / "segs.h5"), load_units(tmp_path / "cuts.h5")
+    assert list(by_segment) == ["a", "b"]
+    for name, cut in zip(by_segment, cuts):
+        assert by_segment[name].tolist() == by_cut[str(cut)].tolist()
+    table.write_text("path\tstart\tend\tid\n" + "".join(f"{source}\t{a}\t{b + 0.1}\t{n}\n" for n, a, b in rows))
+    changed = _invoke("extract", "--segments", table, *common, "--resume", "-o", tmp_path / "segs.h5")
+    assert changed.exit_code == 1 and "segment" in _one_line(changed)
