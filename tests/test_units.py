@@ -348,5 +348,10 @@ def test_the_docs_recipe_runs(tmp_path, monkeypatch, onnx_model):
         assert result.exit_code == (1 if "# refused" in command else 0), (command, result.output)
     assert len(Path("train.km").read_text().splitlines()) == 10
     assert Path("train.merged.km").read_text() == Path("train.km").read_text()  # 2 shards merged = one run
+    text = (Path(__file__).resolve().parents[1] / "docs" / "units.md").read_text()
+    for block in [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]:
+        scope: dict = {}
+        exec(block, scope)  # the Python recipe, on the outputs the commands wrote
+        assert sorted(scope["units"]) == sorted(names) and all(len(d) == len(scope["units"][n]) for n, d in scope["durations"].items())
     assert sorted(load_units("units.h5")) == sorted(names)
     assert Path("feats.probe.png").exists() and Path("feats.probe.csv").exists()
