@@ -13,17 +13,20 @@ LAYER, K = 6, 500
 
 
 def units_rows(base: dict, rounds: int, audio_seconds: float) -> None:
-    """Each round runs the units run, then the pooled one, each in a fresh process (start-up excluded);
-    the ratio is paired per round, so both see the same load."""
+    """Each round runs the units run and the pooled one, each in a fresh process (start-up excluded), in
+    alternating order (ABBA…); the ratio is paired per round, so both see the same load."""
     table = Table(f"extract --units (K={K} centroids, layer {LAYER}) vs extract --layers {LAYER} --pool mean, "
                   f"{audio_seconds / 60:.1f} min corpus, {rounds} interleaved rounds (×real-time min / median (±half-spread))",
                   ["--units", "--layers 6 --pool mean", "units / mean per round (min / median)", "output sizes"])
     units, mean, sizes = [], [], {}
-    for _ in range(rounds):
-        result = run_child("extract-units", base)
-        units.append(result["realtime"])
-        sizes.update(result["sizes"])
-        mean.append(run_child("extract", {**base, "layers": str(LAYER), "pool": "mean"})["realtime"])
+    for round_ in range(rounds):
+        for case in ("units", "mean") if round_ % 2 == 0 else ("mean", "units"):
+            if case == "units":
+                result = run_child("extract-units", base)
+                units.append(result["realtime"])
+                sizes.update(result["sizes"])
+            else:
+                mean.append(run_child("extract", {**base, "layers": str(LAYER), "pool": "mean"})["realtime"])
     sizes["pooled .h5 (layer 6, mean)"] = (Path(base["workdir"]) / "extract.h5").stat().st_size
     ratios = [u / m for u, m in zip(units, mean)]
     table.row(spread(units), spread(mean), f"{min(ratios):.2f} / {statistics.median(ratios):.2f}",
