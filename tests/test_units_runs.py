@@ -191,3 +191,28 @@ def test_segments_give_the_units_of_the_cut_audio_and_resume_compares_their_time
     table.write_text("path\tstart\tend\tid\n" + "".join(f"{source}\t{a}\t{b + 0.1}\t{n}\n" for n, a, b in rows))
     changed = _invoke("extract", "--segments", table, *common, "--resume", "-o", tmp_path / "segs.h5")
     assert changed.exit_code == 1 and "segment" in _one_line(changed)
+
+
+def test_the_units_layout_is_the_features_layout_with_units_columns(tmp_path):
+    """A units RunInfo through the FeatureWriter directly: columns, refusals, and readers of each kind."""
+    from w2v_embed.errors import W2VEmbedError
+    from w2v_embed.store import FeatureWriter, RunInfo, load
+    from w2v_embed.store.sink import Row
+
+    info = RunInfo("toy", "0" * 64, (2,), "none", 8, k=40_000, codebook="c.npy", codebook_sha256="1" * 64, dedup=True)
+    assert [(c.name, c.dtype) for c in info.columns()] == [("units", np.int32), ("durations", np.int32)]  # K > 32768
+    with pytest.raises(W2VEmbedError, match="one layer at frame level"):
+        FeatureWriter(tmp_path / "bad.h5", RunInfo("toy", "0" * 64, (2,), "mean", 8, k=4))
+    rows = {"a": ([5, 39_999, 5], [2, 1, 4]), "b": ([7], [3])}
+    with FeatureWriter(tmp_path / "u.h5", info) as writer:
+        with pytest.raises(W2VEmbedError, match="lack units"):
+            writer.add(Row(0, "a", 16_000, 16_000, {"units": np.array(rows["a"][0])}))
+        with pytest.raises(W2VEmbedError, match="every column"):
+            writer.add(Row(0, "a", 16_000, 16_000, {"units": np.array(rows["a"][0]), "durations": np.array([1])}))
+        for i, (name, (u, d)) in enumerate(reversed(rows.items())):  # completion order: b, then a
+            writer.add(Row(1 - i, name, 16_000, 16_000, {"units": np.array(u), "durations": np.array(d)}))
+    units, durations = load_units(tmp_path / "u.h5", durations=True)
+    assert {n: v.tolist() for n, v in units.items()} == {n: u for n, (u, _) in rows.items()} and list(units) == ["a", "b"]
+    assert {n: v.tolist() for n, v in durations.items()} == {n: d for n, (_, d) in rows.items()}
+    with pytest.raises(W2VEmbedError, match="load_units"):
+        load(tmp_path / "u.h5")

@@ -98,7 +98,6 @@ class FeatureWriter:
         self.finish = finish
         self._buffer = Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
-        self._dtype = np.dtype(info.dtype)
         self._closed = False
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +242,8 @@ class FeatureWriter:
             ok = all(a.shape[1:] == c.tail and a.ndim == 1 + len(c.tail) for c, a in zip(columns, arrays.values()))
             ok = ok and len(lengths) == 1
             rows = "frames" if info.frame_level else "windows"
-            expected = f"({rows}, {info.width}) with the same number of {rows} for every layer"
+            expected = ("(frames,) in every column, alike" if info.units
+                        else f"({rows}, {info.width}) with the same number of {rows} for every layer")
         else:
             ok = all(a.shape == c.tail for c, a in zip(columns, arrays.values()))
             expected = f"({info.width},)"
