@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..store.files import fsync_dir, write_atomically, writing
-from ..store.layout import UNITS_READABLE, read_strings
+from ..store.layout import UNITS_READABLE, RunInfo, read_strings
 
 KM_BLOCK = 1 << 22  # units read at a time while writing the text
 
@@ -85,10 +85,17 @@ def load_units(path: str | Path, durations: bool = False) -> dict[str, np.ndarra
 
 
 def read_units_summary(path: str | Path) -> dict[str, Any]:
-    """What `w2v-embed info` shows for a units output."""
+    """What `w2v-embed info` shows for a units output: the attributes that apply (in the writer's order;
+    shard and segment fields only for such runs), the counts and the failures."""
+    order = list(RunInfo("", "", (0,), "none", 1, k=2).attrs())
     with h5py.File(path, "r") as f:
-        summary: dict[str, Any] = {k: v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else v
-                                   for k, v in f.attrs.items() if k != "run_id"}
+        attrs = {k: v.item() if isinstance(v, np.generic) else v.tolist() if isinstance(v, np.ndarray) else v
+                 for k, v in f.attrs.items()}
+        hidden = {"run_id", "layers", "pooling", "window_seconds", "hop_seconds"}  # one layer, frame by frame
+        hidden |= set() if attrs.get("shard") else {"shard", "shard_files", "total_files", "shard_deal"}
+        hidden |= set() if attrs.get("segments") else {"segments"}
+        summary: dict[str, Any] = {k: attrs[k] for k in sorted(attrs, key=lambda k: order.index(k) if k in order else len(order))
+                                   if k not in hidden}
         summary["files"] = int(f["paths"].shape[0])
         summary["units"] = int(f["units"].shape[0])
         summary["audio_seconds"] = float(f["num_samples"][()].sum()) / int(f.attrs.get("sample_rate", 16000))
