@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
 from . import peak
 from .audio import make_corpus, make_long_file
-from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child
+from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child, spread
 
 
 def parse() -> argparse.Namespace:
@@ -24,7 +25,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
     parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
     parser.add_argument("--startup", action="store_true", help="start-up without and with the cache, interleaved")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --runtimes and --startup")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every table")
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
     parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
@@ -46,13 +47,14 @@ def main() -> None:
     ceiling, numpy = peak.ort_matmul_peak(opts.threads), peak.numpy_peak(opts.threads)
     cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {opts.threads} threads"
     print(f"# {cpu}; ONNX Runtime MatMul peak {ceiling:.0f} GFLOP/s (numpy {numpy:.0f}); "
-          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats}")
+          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats} per run, {opts.rounds} interleaved rounds")
     base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                 workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
     seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
-                  ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
+                  ["model", "what", "×real-time min / median (±half-spread)", "GFLOP/s", "% of MatMul peak", "peak RSS MiB",
+                   "vs PyTorch eager, paired per round (min / median)"])
     _io_rows(table, opts, workdir)
     for index, size in enumerate([None] if opts.model else opts.sizes):
         _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
@@ -98,13 +100,19 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         if opts.shards:
             plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
                          None, {"audio": seconds}))
-    torch_rt = None
-    for kind, name, depth, extra in plan:
-        result = run_child(kind, {**base, **extra})
-        torch_rt = result["realtime"] if kind == "torch" else torch_rt
-        gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if size else NAN
-        table.row(label, name, result["realtime"], gflops, f"{100 * gflops / ceiling:.0f}%", result["rss"],
-                  f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
+    # Interleaved: every round runs each row once, so all rows see the same load; ratios are paired per round.
+    seen: list[list[dict]] = [[] for _ in plan]
+    for _ in range(opts.rounds):
+        for results, (kind, _, _, extra) in zip(seen, plan):
+            results.append(run_child(kind, {**base, **extra}))
+    torch_runs = [r["realtime"] for r in seen[0]] if checkpoint else None
+    for results, (kind, name, depth, _) in zip(seen, plan):
+        speeds = [r["realtime"] for r in results]
+        gflops = flops_per_second_of_audio(size, depth) * statistics.median(speeds) / 1e9 if size else NAN
+        ratios = [s / t for s, t in zip(speeds, torch_runs)] if torch_runs else []
+        table.row(label, name, spread(speeds), gflops, f"{100 * gflops / ceiling:.0f}%", max(r["rss"] for r in results),
+                  f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×" if ratios else NAN)
+    torch_rt = statistics.median(torch_runs) if torch_runs else None
     if opts.long_hours and index == 0:
         long_dir = workdir / "long"
         long_dir.mkdir(exist_ok=True)
