@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
 from . import peak
 from .audio import make_corpus, make_long_file
-from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child
+from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child, spread
 
 
 def parse() -> argparse.Namespace:
@@ -20,6 +21,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model-rounds", type=int, default=1,
+                        help="interleaved rounds of the model-only rows (PyTorch eager, then each w2v-embed case)")
     parser.add_argument("--files", type=int, default=200, help="end-to-end corpus size, with the first model (0 skips)")
     parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
     parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
@@ -90,18 +93,18 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
                  ("onnx", "w2v-embed int8 model-only, --layers 6", 6, {"model": int8, "layers": [6]})]
     if checkpoint:
         plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None, {}))
+    torch_rt = _model_rows(table, opts, base, label, size, plan, ceiling)
+    corpus = []
     if opts.files and index == 0:
-        plan.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None, {}))
-        plan.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None, {}))
+        corpus.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None, {}))
+        corpus.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None, {}))
         if opts.ray:
-            plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None, {}))
+            corpus.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None, {}))
         if opts.shards:
-            plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
-                         None, {"audio": seconds}))
-    torch_rt = None
-    for kind, name, depth, extra in plan:
+            corpus.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
+                           None, {"audio": seconds}))
+    for kind, name, depth, extra in corpus:
         result = run_child(kind, {**base, **extra})
-        torch_rt = result["realtime"] if kind == "torch" else torch_rt
         gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if size else NAN
         table.row(label, name, result["realtime"], gflops, f"{100 * gflops / ceiling:.0f}%", result["rss"],
                   f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
@@ -120,6 +123,30 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         from .pipeline import segment_rows
 
         segment_rows(table, label, base, workdir, opts.segments_minutes, torch_rt)
+
+
+def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
+    """The model-only cases in `--model-rounds` interleaved rounds (each a fresh process); with several rounds,
+    ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median).
+    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    seen: list[list[dict]] = [[] for _ in plan]
+    for _ in range(opts.model_rounds):
+        for results, (kind, _, _, extra) in zip(seen, plan):
+            results.append(run_child(kind, {**base, **extra}))
+    eager = [r["realtime"] for r in seen[0]] if plan[0][0] == "torch" else None
+    for results, (kind, name, depth, _) in zip(seen, plan):
+        speeds = [r["realtime"] for r in results]
+        median = statistics.median(speeds)
+        gflops = flops_per_second_of_audio(size, depth) * median / 1e9 if size else NAN
+        ratios = [s / e for s, e in zip(speeds, eager or [])]
+        ratio = f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×" if len(ratios) > 1 else NAN
+        if len(ratios) == 1:
+            ratio = f"{ratios[0]:.2f}×"
+        if results[0].get("frontend"):
+            name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
+        table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
+                  f"{100 * gflops / ceiling:.0f}%", max(r["rss"] for r in results), ratio)
+    return statistics.median(eager) if eager else None
 
 
 def _io_rows(table, opts, workdir: Path) -> None:
