@@ -127,8 +127,8 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
 
 def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
     """The model-only cases in `--model-rounds` interleaved rounds (each a fresh process); with several rounds,
-    ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median).
-    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
+    peak RSS is the median over rounds (the first process of a model may also write the start-up cache). Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
     seen: list[list[dict]] = [[] for _ in plan]
     for _ in range(opts.model_rounds):
         for results, (kind, _, _, extra) in zip(seen, plan):
@@ -145,7 +145,7 @@ def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: lis
         if results[0].get("frontend"):
             name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
         table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
-                  f"{100 * gflops / ceiling:.0f}%", max(r["rss"] for r in results), ratio)
+                  f"{100 * gflops / ceiling:.0f}%", statistics.median(r["rss"] for r in results), ratio)
     return statistics.median(eager) if eager else None
 
 
