@@ -99,7 +99,8 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         corpus.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None, {}))
         corpus.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None, {}))
         if opts.ray:
-            corpus.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None, {}))
+            corpus.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers",
+                           None, {}))
         if opts.shards:
             corpus.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
                            None, {"audio": seconds}))
@@ -128,7 +129,8 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
 def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
     """The model-only cases in `--model-rounds` interleaved rounds (each a fresh process); with several rounds,
     ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
-    peak RSS is the median over rounds (the first process of a model may also write the start-up cache). Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    peak RSS is the median over rounds (the first process of a model may also write the start-up cache).
+    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
     seen: list[list[dict]] = [[] for _ in plan]
     for _ in range(opts.model_rounds):
         for results, (kind, _, _, extra) in zip(seen, plan):
@@ -139,9 +141,12 @@ def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: lis
         median = statistics.median(speeds)
         gflops = flops_per_second_of_audio(size, depth) * median / 1e9 if size else NAN
         ratios = [s / e for s, e in zip(speeds, eager or [])]
-        ratio = f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×" if len(ratios) > 1 else NAN
-        if len(ratios) == 1:
+        if not ratios:
+            ratio = NAN
+        elif kind == "torch" or len(ratios) == 1:  # eager's own ratios are all 1
             ratio = f"{ratios[0]:.2f}×"
+        else:
+            ratio = f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×"
         if results[0].get("frontend"):
             name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
         table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
