@@ -25,7 +25,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
     parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
     parser.add_argument("--startup", action="store_true", help="start-up without and with the cache, interleaved")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every table")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every table (each row once per round, a fresh process each)")
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
     parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
@@ -47,14 +47,13 @@ def main() -> None:
     ceiling, numpy = peak.ort_matmul_peak(opts.threads), peak.numpy_peak(opts.threads)
     cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {opts.threads} threads"
     print(f"# {cpu}; ONNX Runtime MatMul peak {ceiling:.0f} GFLOP/s (numpy {numpy:.0f}); "
-          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats} per run, {opts.rounds} interleaved rounds")
+          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats}")
     base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                 workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
     seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
-                  ["model", "what", "×real-time min / median (±half-spread)", "GFLOP/s", "% of MatMul peak", "peak RSS MiB",
-                   "vs PyTorch eager, paired per round (min / median)"])
+                  ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
     _io_rows(table, opts, workdir)
     for index, size in enumerate([None] if opts.model else opts.sizes):
         _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
@@ -100,19 +99,7 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         if opts.shards:
             plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
                          None, {"audio": seconds}))
-    # Interleaved: every round runs each row once, so all rows see the same load; ratios are paired per round.
-    seen: list[list[dict]] = [[] for _ in plan]
-    for _ in range(opts.rounds):
-        for results, (kind, _, _, extra) in zip(seen, plan):
-            results.append(run_child(kind, {**base, **extra}))
-    torch_runs = [r["realtime"] for r in seen[0]] if checkpoint else None
-    for results, (kind, name, depth, _) in zip(seen, plan):
-        speeds = [r["realtime"] for r in results]
-        gflops = flops_per_second_of_audio(size, depth) * statistics.median(speeds) / 1e9 if size else NAN
-        ratios = [s / t for s, t in zip(speeds, torch_runs)] if torch_runs else []
-        table.row(label, name, spread(speeds), gflops, f"{100 * gflops / ceiling:.0f}%", max(r["rss"] for r in results),
-                  f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×" if ratios else NAN)
-    torch_rt = statistics.median(torch_runs) if torch_runs else None
+    torch_rt = _model_rows(table, opts, base, label, size, plan, ceiling)
     if opts.long_hours and index == 0:
         long_dir = workdir / "long"
         long_dir.mkdir(exist_ok=True)
@@ -128,6 +115,34 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         from .pipeline import segment_rows
 
         segment_rows(table, label, base, workdir, opts.segments_minutes, torch_rt)
+
+
+def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
+    """The cases of `plan` in `--rounds` interleaved rounds (each a fresh process); with several rounds,
+    ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
+    peak RSS is the median over rounds (the first process of a model may also write the start-up cache).
+    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    seen: list[list[dict]] = [[] for _ in plan]
+    for _ in range(opts.rounds):
+        for results, (kind, _, _, extra) in zip(seen, plan):
+            results.append(run_child(kind, {**base, **extra}))
+    eager = [r["realtime"] for r in seen[0]] if plan[0][0] == "torch" else None
+    for results, (kind, name, depth, _) in zip(seen, plan):
+        speeds = [r["realtime"] for r in results]
+        median = statistics.median(speeds)
+        gflops = flops_per_second_of_audio(size, depth) * median / 1e9 if size else NAN
+        ratios = [s / e for s, e in zip(speeds, eager or [])]
+        if not ratios:
+            ratio = NAN
+        elif kind == "torch" or len(ratios) == 1:  # eager's own ratios are all 1
+            ratio = f"{ratios[0]:.2f}×"
+        else:
+            ratio = f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×"
+        if results[0].get("frontend"):
+            name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
+        table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
+                  f"{100 * gflops / ceiling:.0f}%", statistics.median(r["rss"] for r in results), ratio)
+    return statistics.median(eager) if eager else None
 
 
 def _io_rows(table, opts, workdir: Path) -> None:
