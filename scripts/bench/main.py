@@ -25,7 +25,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
     parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
     parser.add_argument("--startup", action="store_true", help="start-up without and with the cache, interleaved")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of every table (each row once per round, a fresh process each)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every table (each row once per round, a fresh process each)")
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
     parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
