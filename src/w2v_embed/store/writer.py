@@ -9,7 +9,9 @@ kill at any moment therefore loses at most the buffered, uncommitted files, whic
 `--overwrite` leaves the old OUT.h5 alone until that rename; a marker file in the parts folder says
 the segments replace it rather than extend it, so a resumed overwrite never merges the old rows in.
 
-Segments use the very layout of the final file, so one merge routine reads both.
+Segments use the very layout of the final file, so one merge routine reads both; their layer
+datasets are contiguous, so the merge copies those bytes file to file in the kernel (store.merge).
+Frame-level segments are big: a committer thread writes them (one at a time) while the model runs on.
 """
 
 from __future__ import annotations
