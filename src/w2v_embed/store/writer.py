@@ -266,7 +266,8 @@ class FeatureWriter:
 
     def _maybe_commit(self) -> None:
         due = time.monotonic() - self._last_commit >= self.commit_every_seconds
-        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= BUFFER_BYTES or due:
+        limit = BUFFER_BYTES // 2 if self._committer else BUFFER_BYTES  # one buffer filling, one being written
+        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= limit or due:
             self._commit(wait=False)
 
     def commit(self) -> None:
