@@ -507,6 +507,30 @@ def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
     assert load(out)[0] == [name_of(i) for i in range(5)]
 
 
+def test_a_frame_level_commit_failing_on_the_committer_thread_is_raised_next_and_its_rows_kept(tmp_path, monkeypatch):
+    info = info_for("none")
+    out, parts = tmp_path / "x.h5", tmp_path / "x.h5.parts"
+    writer = FeatureWriter(out, info, commit_every_files=2)
+    add(writer, 0)
+    add(writer, 1)  # handed to the committer thread
+    writer.commit()  # waits for it
+    assert sorted(p.name for p in parts.iterdir()) == ["run.json", "seg-000001.h5"]
+    monkeypatch.setattr("w2v_embed.store.writer._write_segment", _fill_then_fail)
+    add(writer, 2)
+    add(writer, 3)  # its segment fails on the committer thread: add() has returned already
+    add(writer, 4)
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
+        add(writer, 5)  # the next commit raises it
+    monkeypatch.undo()  # space freed
+    writer.abort()  # rows 2-5 are still there to commit
+    assert sorted(p.name for p in parts.iterdir()) == ["run.json", "seg-000001.h5", "seg-000003.h5"]
+    with FeatureWriter(out, info, "resume") as writer:
+        assert writer.done == {name_of(i) for i in range(6)}
+        add(writer, 6)
+        add(writer, 7)
+    assert dump(out) == dump(write(tmp_path / "full.h5", info, range(8)))
+
+
 def test_output_that_is_a_folder_or_unwritable_is_one_error(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"is a folder; give a file name"):
         FeatureWriter(tmp_path, info_for(), "overwrite")
