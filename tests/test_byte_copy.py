@@ -60,9 +60,10 @@ def run(path, info, order, streamed=(), cut=()):
 ORDER = [4, 0, 7, 1, 2, 9, 3, 8, 5, 6, 11, 10]
 
 
-@pytest.mark.parametrize("pooling", ["mean", "meanstd", "none"])
-def test_output_is_byte_equal_to_the_hdf5_copy(tmp_path, monkeypatch, pooling):
-    info = info_for(pooling, layers=(0, 3, 12))
+@pytest.mark.parametrize("pooling, dtype", [("mean", "float32"), ("meanstd", "float32"), ("none", "float32"),
+                                            ("none", "float16")])
+def test_output_is_byte_equal_to_the_hdf5_copy(tmp_path, monkeypatch, pooling, dtype):
+    info = info_for(pooling, layers=(0, 3, 12), dtype=dtype)
     streamed = (2, 9) if info.frame_level else ()
     cut = (5,) if info.frame_level else ()
     copied = run(tmp_path / "copied.h5", info, ORDER, streamed, cut)
