@@ -36,6 +36,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--segments-minutes", type=float, default=0.0,
                         help="also a recording this long as diarization-like turns: --segments vs the whole file")
+    parser.add_argument("--frames", action="store_true",
+                        help="only this case: the FeatureWriter alone on frames, then (with --files) frame-level "
+                             "(--pool none) vs pooled extract of the same layers on the corpus, --rounds interleaved rounds")
+    parser.add_argument("--frames-baseline", type=Path, default=None,
+                        help="with --frames: also a frame-level run importing w2v_embed from this folder (the src/ of "
+                             "another version, e.g. from git archive), in every round")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -51,6 +57,15 @@ def main() -> None:
     base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                 workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
     seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
+    if opts.frames:
+        from .frames import compare_frames, compare_writer
+
+        compare_writer(workdir, opts.rounds, baseline=opts.frames_baseline)
+        if opts.files:
+            model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+            print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
+            compare_frames(model, base, opts.rounds, baseline=opts.frames_baseline)
+        return
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
                   ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
