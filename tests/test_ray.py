@@ -133,3 +133,20 @@ def test_actors_that_cannot_load_the_model_are_one_error_line(local_ray, onnx_mo
         extract(discover([str(corpus)]), tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
     assert str(caught.value) == (f"Ray: an Embedder actor cannot start: {elsewhere}: model not found; "
                                  "create one with: w2v-embed export SOURCE")
+
+
+def test_actors_run_the_runtime_the_driver_asked_for(local_ray, onnx_model, corpus, tmp_path):
+    """--runtime openvino on Ray: every actor runs OpenVINO (actors used to ignore it and run ONNX Runtime), and
+    its features match ONNX Runtime's as the runtimes do (≤ 1e-4)."""
+    pytest.importorskip("openvino")
+    model = onnx_model("group")
+    embedder = Embedder(model, device="cpu", options=EmbedOptions("last", "mean"), runtime="openvino")
+    assert embedder.model.runtime.name == "openvino"
+    engine = RayEngine(embedder, model, "cpu", RayOptions(files_per_batch=2))
+    summary = extract(discover([str(corpus)]), tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
+    assert summary.ok >= 4 and engine.runtimes == {"openvino": summary.ok + summary.failed}
+    _run(model, corpus, tmp_path / "local.h5", engine=False)
+    paths, x = load(tmp_path / "ray.h5", layer="last")
+    paths_local, x_local = load(tmp_path / "local.h5", layer="last")
+    assert paths == paths_local
+    np.testing.assert_allclose(x, x_local, atol=1e-4)

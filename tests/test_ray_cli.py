@@ -86,6 +86,22 @@ def test_ray_that_cannot_start_under_an_address_space_limit_is_one_line(onnx_mod
     assert seconds < 120
 
 
+def test_a_local_ray_store_is_sized_only_under_an_address_space_limit(monkeypatch):
+    """No limit: Ray chooses. A roomy limit: 30 % of available memory, as Ray would. A tight one: refused
+    before Ray starts (it would abort this process from C++ mapping the store)."""
+    from w2v_embed import ray_connect
+    from w2v_embed.errors import W2VEmbedError
+
+    monkeypatch.setattr(ray_connect.resource, "getrlimit", lambda _: (resource.RLIM_INFINITY,) * 2)
+    assert ray_connect.local_store_bytes() is None
+    available = ray_connect._proc_fields("/proc/meminfo")["MemAvailable"]
+    monkeypatch.setattr(ray_connect.resource, "getrlimit", lambda _: (1 << 50, 1 << 50))
+    assert 0 < ray_connect.local_store_bytes() <= 0.3 * available
+    monkeypatch.setattr(ray_connect.resource, "getrlimit", lambda _: (3 << 30, 3 << 30))
+    with pytest.raises(W2VEmbedError, match=r"ulimit -v\) of 3.0 GiB"):
+        ray_connect.local_store_bytes()
+
+
 @pytest.mark.slow
 def test_a_pool_that_cannot_be_placed_fails_within_the_timeout(onnx_model, tmp_path):
     """Three one-CPU actors on a local Ray of two CPUs: Ray Data would wait 10 minutes."""

@@ -104,7 +104,7 @@ def test_pooled_layout(tmp_path, pooling):
         for k in (6, 12):
             ds = f[f"layer_{k}"]
             assert ds.shape == (4, width) and ds.dtype == np.float32
-            assert ds.maxshape == (None, width) and ds.chunks is not None
+            assert ds.chunks is None and ds.id.get_offset() is not None  # contiguous: merge copies its bytes straight in
             np.testing.assert_array_equal(ds[()], np.stack([features(i, info)[k] for i in (0, 1, 2, 4)]))
         assert list(f["failed/paths"].asstr()[()]) == [name_of(3)]
         assert list(f["failed/errors"].asstr()[()]) == ["cannot decode x.wav: bad header"]
@@ -118,7 +118,7 @@ def test_frame_level_offsets_slice_each_file(tmp_path):
         assert offsets.dtype == np.int64 and offsets[0] == 0 and len(offsets) == 7
         for k in (1, 3):
             ds = f[f"layer_{k}"]
-            assert ds.shape == (offsets[-1], HIDDEN) and ds.maxshape == (None, HIDDEN)
+            assert ds.shape == (offsets[-1], HIDDEN) and ds.chunks is None
             for i in range(6):
                 np.testing.assert_array_equal(ds[offsets[i] : offsets[i + 1]], features(i, info)[k])
 
@@ -505,6 +505,30 @@ def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
     monkeypatch.undo()  # space freed
     write(out, info_for(), range(5), mode="resume")
     assert load(out)[0] == [name_of(i) for i in range(5)]
+
+
+def test_a_frame_level_commit_failing_on_the_committer_thread_is_raised_next_and_its_rows_kept(tmp_path, monkeypatch):
+    info = info_for("none")
+    out, parts = tmp_path / "x.h5", tmp_path / "x.h5.parts"
+    writer = FeatureWriter(out, info, commit_every_files=2)
+    add(writer, 0)
+    add(writer, 1)  # handed to the committer thread
+    writer.commit()  # waits for it
+    assert sorted(p.name for p in parts.iterdir()) == ["run.json", "seg-000001.h5"]
+    monkeypatch.setattr("w2v_embed.store.writer.write_segment", _fill_then_fail)
+    add(writer, 2)
+    add(writer, 3)  # its segment fails on the committer thread: add() has returned already
+    add(writer, 4)
+    with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
+        add(writer, 5)  # the next commit raises it
+    monkeypatch.undo()  # space freed
+    writer.abort()  # rows 2-5 are still there to commit
+    assert sorted(p.name for p in parts.iterdir()) == ["run.json", "seg-000001.h5", "seg-000003.h5"]
+    with FeatureWriter(out, info, "resume") as writer:
+        assert writer.done == {name_of(i) for i in range(6)}
+        add(writer, 6)
+        add(writer, 7)
+    assert dump(out) == dump(write(tmp_path / "full.h5", info, range(8)))
 
 
 def test_output_that_is_a_folder_or_unwritable_is_one_error(tmp_path, monkeypatch):

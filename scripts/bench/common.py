@@ -31,6 +31,15 @@ SIZES = {
     "hubert-base": dict(model_type="hubert"),
     "wavlm-base": dict(model_type="wavlm"),
     "data2vec-audio-base": dict(model_type="data2vec-audio", conv_bias=True),
+    # facebook/wav2vec2-conformer-rel-pos-large and -rope-large (their config.json: swish FFNs, depthwise kernel 31).
+    **{f"conformer-{name}-large": dict(
+        model_type="wav2vec2-conformer", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096, feat_extract_norm="layer", conv_bias=True, hidden_act="swish",
+        position_embeddings_type=kind,
+    ) for name, kind in (("rel-pos", "relative"), ("rope", "rotary"))},
+    # facebook/w2v-bert-2.0: Wav2Vec2BertConfig's defaults are its config.json (24 conformer layers of 1024,
+    # relative_key positions 64 left / 8 right, input 160-dim stacked fbank).
+    "w2v-bert-2.0": dict(model_type="wav2vec2-bert"),
 }
 CHILDREN: dict[str, object] = {}  # kind -> function(args) -> dict, filled by the case modules
 
@@ -95,7 +104,7 @@ def run_child(kind: str, args: dict, env: dict | None = None) -> dict:
 
 def run_here(kind: str, args: dict) -> dict:
     """The child side: `bench.py --child KIND JSON`."""
-    from . import model, pipeline, runtimes, units  # noqa: F401  (they register their children)
+    from . import frames, model, pipeline, runtimes, units  # noqa: F401  (they register their children)
 
     return CHILDREN[kind]({**args, "kind": kind})
 
@@ -140,6 +149,7 @@ def make_checkpoint(args: dict) -> dict:
     with torch.device("meta"):
         model = AutoModel.from_config(config(args["size"]))
     model.to_empty(device="cpu")
+    model.init_weights()  # buffers to_empty left as garbage: rotary frequencies, BatchNorm statistics
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim == 1:  # norms' scales 1, biases 0
@@ -147,6 +157,10 @@ def make_checkpoint(args: dict) -> dict:
             else:
                 param.normal_(0.0, 0.02)
     model.save_pretrained(args["checkpoint"])
+    if model.config.model_type == "wav2vec2-bert":  # its published preprocessor config
+        from transformers import SeamlessM4TFeatureExtractor
+
+        SeamlessM4TFeatureExtractor(padding_value=1.0).save_pretrained(args["checkpoint"])
     return dict(rss=peak_rss())
 
 

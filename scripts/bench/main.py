@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
 from . import peak
 from .audio import make_corpus, make_long_file
-from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child
+from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child, spread
 
 
 def parse() -> argparse.Namespace:
@@ -24,7 +25,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="also the --quantize int8 export (model-only; with --runtimes)")
     parser.add_argument("--runtimes", action="store_true", help="ONNX Runtime vs OpenVINO, interleaved (fp32; int8 with --int8)")
     parser.add_argument("--startup", action="store_true", help="start-up without and with the cache, interleaved")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --runtimes and --startup")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every table (each row once per round, a fresh process each)")
     parser.add_argument("--time-export", action="store_true", help="export with verification and report its time and peak RSS")
     parser.add_argument("--ray", action="store_true", help="also extract the corpus on a local Ray (start-up reported apart)")
     parser.add_argument("--ray-node-ip", default=None, help="Ray's node IP where its own guess fails (here: 127.0.0.2)")
@@ -35,9 +36,17 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--long-hours", type=float, default=0.0, help="also extract one file this long with the first model (peak RSS)")
     parser.add_argument("--segments-minutes", type=float, default=0.0,
                         help="also a recording this long as diarization-like turns: --segments vs the whole file")
-    parser.add_argument("--units", action="store_true", help="extract --units vs --layers 6 --pool mean on the corpus, --rounds interleaved")
-    parser.add_argument("--kmeans-frames", type=int, nargs="*", default=[], help="k-means fits of K=500 on this many frames each")
-    parser.add_argument("--skip-models", action="store_true", help="no model-only and end-to-end rows (only the cases asked for)")
+    parser.add_argument("--frames", action="store_true",
+                        help="only this case: the FeatureWriter alone on frames, then (with --files) frame-level "
+                             "(--pool none) vs pooled extract of the same layers on the corpus, --rounds interleaved rounds")
+    parser.add_argument("--frames-baseline", type=Path, default=None,
+                        help="with --frames: also a frame-level run importing w2v_embed from this folder (the src/ of "
+                             "another version, e.g. from git archive), in every round")
+    parser.add_argument("--units", action="store_true",
+                        help="only the units cases: extract --units vs --layers 6 --pool mean on the corpus (--files), "
+                             "--rounds interleaved rounds")
+    parser.add_argument("--kmeans-frames", type=int, nargs="*", default=[],
+                        help="only the units cases: k-means fits of K=500 on this many frames each (needs --files)")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -53,11 +62,32 @@ def main() -> None:
     base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                 workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
     seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
+    if opts.frames:
+        from .frames import compare_frames, compare_writer
+
+        compare_writer(workdir, opts.rounds, baseline=opts.frames_baseline)
+        if opts.files:
+            model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+            print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
+            compare_frames(model, base, opts.rounds, baseline=opts.frames_baseline)
+        return
+    if opts.units or opts.kmeans_frames:
+        from .units import kmeans_rows, units_rows
+
+        if not opts.files:
+            raise SystemExit("--units and --kmeans-frames run on a generated corpus: give --files N")
+        model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+        print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
+        if opts.units:
+            units_rows({**base, "model": str(model)}, opts.rounds, seconds)
+        if opts.kmeans_frames:
+            kmeans_rows({**base, "model": str(model)}, opts.kmeans_frames)
+        return
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",
                   ["model", "what", "×real-time", "GFLOP/s", "% of MatMul peak", "peak RSS MiB", "vs PyTorch eager"])
     _io_rows(table, opts, workdir)
-    for index, size in enumerate([] if opts.skip_models else [None] if opts.model else opts.sizes):
+    for index, size in enumerate([None] if opts.model else opts.sizes):
         _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
     if opts.runtimes or opts.startup:
         from .runtimes import compare_runtimes, compare_startup
@@ -71,14 +101,6 @@ def main() -> None:
             compare_runtimes(models, base, opts.rounds)
         if opts.startup:
             compare_startup(fp32, base, opts.rounds)
-    if opts.units or opts.kmeans_frames:
-        from .units import kmeans_rows, units_rows
-
-        fp32 = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
-        if opts.units and opts.files:
-            units_rows({**base, "model": str(fp32)}, opts.rounds, seconds)
-        if opts.kmeans_frames and opts.files:
-            kmeans_rows({**base, "model": str(fp32)}, opts.kmeans_frames)
 
 
 def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: int, ceiling: float,
@@ -109,13 +131,7 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         if opts.shards:
             plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
                          None, {"audio": seconds}))
-    torch_rt = None
-    for kind, name, depth, extra in plan:
-        result = run_child(kind, {**base, **extra})
-        torch_rt = result["realtime"] if kind == "torch" else torch_rt
-        gflops = flops_per_second_of_audio(size, depth) * result["realtime"] / 1e9 if size else NAN
-        table.row(label, name, result["realtime"], gflops, f"{100 * gflops / ceiling:.0f}%", result["rss"],
-                  f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
+    torch_rt = _model_rows(table, opts, base, label, size, plan, ceiling)
     if opts.long_hours and index == 0:
         long_dir = workdir / "long"
         long_dir.mkdir(exist_ok=True)
@@ -131,6 +147,34 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
         from .pipeline import segment_rows
 
         segment_rows(table, label, base, workdir, opts.segments_minutes, torch_rt)
+
+
+def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
+    """The cases of `plan` in `--rounds` interleaved rounds (each a fresh process); with several rounds,
+    ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
+    peak RSS is the median over rounds (the first process of a model may also write the start-up cache).
+    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    seen: list[list[dict]] = [[] for _ in plan]
+    for _ in range(opts.rounds):
+        for results, (kind, _, _, extra) in zip(seen, plan):
+            results.append(run_child(kind, {**base, **extra}))
+    eager = [r["realtime"] for r in seen[0]] if plan[0][0] == "torch" else None
+    for results, (kind, name, depth, _) in zip(seen, plan):
+        speeds = [r["realtime"] for r in results]
+        median = statistics.median(speeds)
+        gflops = flops_per_second_of_audio(size, depth) * median / 1e9 if size else NAN
+        ratios = [s / e for s, e in zip(speeds, eager or [])]
+        if not ratios:
+            ratio = NAN
+        elif kind == "torch" or len(ratios) == 1:  # eager's own ratios are all 1
+            ratio = f"{ratios[0]:.2f}×"
+        else:
+            ratio = f"{min(ratios):.2f} / {statistics.median(ratios):.2f}×"
+        if results[0].get("frontend"):
+            name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
+        table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
+                  f"{100 * gflops / ceiling:.0f}%", statistics.median(r["rss"] for r in results), ratio)
+    return statistics.median(eager) if eager else None
 
 
 def _io_rows(table, opts, workdir: Path) -> None:

@@ -30,7 +30,8 @@ def extract_run(args: dict) -> dict:
     options = EmbedOptions(layers, args.get("pool", "mean"))
     embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=options)
     files = read_segments(args["segments"]) if args.get("segments") else discover([args["corpus"]])
-    out = Path(args["workdir"]) / f"{kind}.h5"
+    pool = args.get("pool", "mean")
+    out = Path(args["workdir"]) / f"{kind}{'' if pool == 'mean' else '-' + pool}.h5"
     engine, startup = None, None
     if kind == "extract-ray":  # one actor with the same threads; decode tasks get a CPU of their own
         import ray
@@ -46,7 +47,7 @@ def extract_run(args: dict) -> dict:
     summary = extract(files, out, embedder, _extract_options(overwrite=True), engine=engine)
     wall = time.perf_counter() - started
     return dict(realtime=summary.audio_seconds / wall, rss=peak_rss(), audio=summary.audio_seconds, wall=wall,
-                ray_startup_s=startup)
+                ray_startup_s=startup, bytes=out.stat().st_size)
 
 
 @child("extract-shards")

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import re
+import resource
+import shutil
 import socket
 import threading
 from collections.abc import Iterable, Iterator
@@ -23,6 +25,7 @@ from .errors import UsageError, W2VEmbedError, one_line
 
 T = TypeVar("T")
 RAY_LOGS = "/tmp/ray/session_latest/logs"  # a local Ray's; on a cluster, each node's
+STORE_HEADROOM = 2 << 30  # address space a Ray driver needs beside its object store (threads' stacks, gRPC)
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,10 @@ def connect(options: RayOptions) -> None:
         kwargs["_node_ip_address"] = options.node_ip
     if options.address:
         kwargs["address"] = options.address
-    elif options.num_cpus:
-        kwargs["num_cpus"] = options.num_cpus
+    else:
+        kwargs["object_store_memory"] = local_store_bytes()
+        if options.num_cpus:
+            kwargs["num_cpus"] = options.num_cpus
     where = f"Ray at {options.address}" if options.address else "a local Ray"
     _check_reachable(options.address, options.start_timeout_s, where)
     outcome: list[BaseException | None] = []
@@ -100,6 +105,47 @@ def connect(options: RayOptions) -> None:
     if outcome[0] is not None:
         raise W2VEmbedError(f"cannot start {where}: {reason(outcome[0])} (Ray's logs: {RAY_LOGS})") from outcome[0]
     _route_messages(ray, options.quiet)
+
+
+def local_store_bytes() -> int | None:
+    """A local Ray's object store under an address-space limit (`ulimit -v`), or None (Ray's default).
+
+    Every Ray process maps the whole store, so under a limit the driver itself may not fit: Ray then
+    aborts this process from C++ (plasma "mmap failed") with no line of ours. The size is chosen here
+    as Ray would (30 % of available memory, within /dev/shm), and refused in one line when this
+    process's mappings, the store and STORE_HEADROOM exceed the limit.
+    """
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    fields = _proc_fields("/proc/meminfo") | _proc_fields("/proc/self/status")
+    store = int(0.3 * fields.get("MemAvailable", 0))
+    if os.path.isdir("/dev/shm"):
+        store = min(store, int(0.95 * shutil.disk_usage("/dev/shm").free))
+    mapped = fields.get("VmSize", 0)
+    if mapped + store + STORE_HEADROOM > limit:
+        gib = 1 << 30
+        raise W2VEmbedError(
+            f"cannot start a local Ray: the address-space limit (ulimit -v) of {limit / gib:.1f} GiB is below what "
+            f"Ray maps into this process ({mapped / gib:.1f} GiB mapped already, a {store / gib:.1f} GiB object store, "
+            f"{STORE_HEADROOM // gib} GiB for its threads); raise the limit or run without --ray"
+        )
+    return store
+
+
+def _proc_fields(path: str) -> dict[str, int]:
+    """`Name:  123 kB` lines of a /proc file, in bytes ({} where there is no such file)."""
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return {}
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            fields[name] = int(parts[0]) * 1024
+    return fields
 
 
 def _not_main_thread(record: logging.LogRecord) -> bool:

@@ -59,10 +59,10 @@ def _decode_group(row: dict[str, Any], channel: int | None, rate: int, max_overs
 class _Embed:
     """An actor of the pool: holds one Embedder (one ONNX Runtime session) for its lifetime."""
 
-    def __init__(self, model: str, options: EmbedOptions, device: str, threads: int) -> None:
+    def __init__(self, model: str, options: EmbedOptions, device: str, threads: int, runtime: str) -> None:
         import ray
 
-        self.embedder = Embedder(model, device=device, threads=threads, options=options)
+        self.embedder = Embedder(model, device=device, threads=threads, options=options, runtime=runtime)
         self.hidden = self.embedder.info.hidden_size
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -84,6 +84,7 @@ class _Embed:
                 column.append(empty if error else result[layer])
         out = {
             "index": np.asarray(keys), "error": np.asarray(errors, dtype=object), "node": np.asarray([self.node] * len(keys)),
+            "runtime": np.asarray([self.embedder.model.runtime.name] * len(keys)),
             "num_samples": np.asarray([len(x) for x in samples]), "source_rate": np.asarray(batch["source_rate"]),
         }
         out.update({dataset_name(layer): _column(column) for layer, column in columns.items()})
@@ -106,6 +107,7 @@ class RayEngine:
         self.embedder = embedder  # this process's: checks the model and the options before anything is sent
         self.model, self.device, self.options = str(Path(model).resolve()), device, options
         self.nodes: Counter[str] = Counter()  # files embedded per Ray node, for the curious (and the tests)
+        self.runtimes: Counter[str] = Counter()  # files embedded per runtime the actors ran
 
     def results(self, files: list[AudioFile], options: ExtractOptions, frame_sink: object = None) -> Iterator[Result]:
         """Frame-level rows come back whole from the actors (the sink is not used across processes)."""
@@ -129,7 +131,8 @@ class RayEngine:
                                                 "max_overshoot": options.max_overshoot})
             .map_batches(
                 _Embed,
-                fn_constructor_args=(self.model, self.embedder.options, self.device, pool.threads_per_actor),
+                fn_constructor_args=(self.model, self.embedder.options, self.device, pool.threads_per_actor,
+                                     self.embedder.model.requested[1]),  # the runtime asked for (--runtime)
                 batch_size=pool.files_per_batch,
                 compute=ray.data.ActorPoolStrategy(size=pool.actors),
                 num_cpus=pool.threads_per_actor,
@@ -140,6 +143,7 @@ class RayEngine:
         layers = self.embedder.layers
         for batch in one_line_errors(data.iter_batches(batch_size=None, batch_format="numpy")):
             self.nodes.update(str(n) for n in batch["node"])
+            self.runtimes.update(str(r) for r in batch["runtime"])
             for i, index in enumerate(batch["index"]):
                 name = files[int(index)].name
                 error = _untext(batch["error"][i])

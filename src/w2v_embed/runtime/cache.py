@@ -46,11 +46,13 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     model = fields.get("model name") or fields.get("Model") or platform.machine()
+    if "cpu family" in fields:  # "AMD EPYC" alone names Zen 2, 3, 4 and 5 alike
+        model = f"{model}, family {fields['cpu family']} model {fields.get('model', '?')}"
     return model, frozenset(fields.get("flags", fields.get("Features", "")).split())
 
 
 def cpu_description() -> str:
-    """E.g. "AMD EPYC (avx2 avx512f avx512_vnni avx512_bf16)": what benchmark tables name."""
+    """E.g. "AMD EPYC, family 26 model 2 (avx2 avx512f avx512_vnni avx512_bf16)": what benchmark tables name."""
     model, flags = cpu_info()
     shown = [flag for flag in CPU_FLAGS_SHOWN if flag in flags]
     return f"{model} ({' '.join(shown) or 'none of ' + ', '.join(CPU_FLAGS_SHOWN[:3])})"

@@ -147,6 +147,33 @@ def create_h5(path: Path) -> Iterator[h5py.File]:
         raise target.error
 
 
+_BLOCK = 64 << 20  # a copy without copy_file_range holds at most this much
+
+
+def copy_range(source: int, start: int, target: int, at: int, count: int) -> None:
+    """Bytes [start, start + count) of file descriptor `source` to `target` at `at`: in the kernel
+    (copy_file_range: no pass through Python, HDF5 or numpy) where the platform and the file systems
+    allow it, else a bounded block at a time."""
+    while count > 0:
+        step = min(count, _BLOCK)
+        try:
+            done = os.copy_file_range(source, target, step, start, at)
+        except (AttributeError, OSError) as exc:  # not on this platform, or not between these file systems
+            if isinstance(exc, OSError) and exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            done = _pwrite_all(target, os.pread(source, step, start), at)
+        if done == 0:
+            raise OSError(errno.EIO, f"copy: the source ended {count} bytes early")
+        start, at, count = start + done, at + done, count - done
+
+
+def _pwrite_all(target: int, data: bytes, at: int) -> int:
+    view = memoryview(data)
+    while len(view):
+        view = view[os.pwrite(target, view, at + len(data) - len(view)) :]
+    return len(data)
+
+
 def write_atomically(
     final: Path, temp: Path, write: Callable[[Path], None], before_rename: Callable[[], None] = lambda: None
 ) -> None:

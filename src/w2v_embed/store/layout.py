@@ -97,13 +97,19 @@ def encode_strings(strings: list[str]) -> np.ndarray:
 def create_layout(
     f: h5py.File, info: RunInfo, rows: int, frames: int, failures: list[tuple[str, str]], resizable: bool
 ) -> None:
-    """All datasets of the format, sized; resizable (chunked) for outputs, contiguous for segments.
-    `frames`: rows of the layer datasets when a file has several (frames, or windows)."""
+    """All datasets of the format, sized; contiguous for segments. For outputs (`resizable`) the
+    per-row datasets are chunked and resizable, and the layer and window datasets, where the bytes
+    are, contiguous, placed now and never pre-filled, so that merge copies their bytes straight in
+    (store.merge). `frames`: rows of the layer datasets when a file has several (frames, or windows)."""
     f.attrs.update(info.attrs())
 
-    def create(name: str, shape: tuple[int, ...], dtype: Any) -> h5py.Dataset:
+    def create(name: str, shape: tuple[int, ...], dtype: Any, bulk: bool = False) -> h5py.Dataset:
         if not resizable:
             return f.create_dataset(name, shape=shape, dtype=dtype)
+        if bulk:
+            placed = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            placed.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            return f.create_dataset(name, shape=shape, dtype=dtype, dcpl=placed, fill_time="never")
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * (16 if dtype is _STR else np.dtype(dtype).itemsize)
         chunk_rows = max(1, min(shape[0], _CHUNK_BYTES // max(row_bytes, 1)))
         return f.create_dataset(name, shape=shape, dtype=dtype, maxshape=(None, *shape[1:]), chunks=(chunk_rows, *shape[1:]))
@@ -119,10 +125,10 @@ def create_layout(
     if info.has_offsets:
         create("offsets", (rows + 1,), np.int64)
     for column in info.columns():
-        create(column.name, (frames if info.has_offsets else rows, *column.tail), column.dtype)
+        create(column.name, (frames if info.has_offsets else rows, *column.tail), column.dtype, bulk=True)
     if info.windowed:
         for name, dtype in WINDOW_DATASETS.items():
-            create(name, (frames,), dtype)
+            create(name, (frames,), dtype, bulk=True)
     names = create("failed/paths", (len(failures),), _STR)
     errors = create("failed/errors", (len(failures),), _STR)
     if failures:

@@ -3,6 +3,7 @@ uses it for `w2v-embed merge` of shards."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from typing import Literal
 import h5py
 import numpy as np
 
-from .files import create_h5
+from .files import copy_range, create_h5
 from .layout import (
     COPY_BYTES,
     SEGMENT_DATASETS,
@@ -171,6 +172,54 @@ def _copy_in_order(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, in
     flush()
 
 
+# A dataset copied byte for byte: (input number, byte offset there, byte offset in the output, bytes) per span.
+ByteSpans = np.ndarray
+
+
+def _byte_spans(inputs: _Inputs, dst: h5py.Dataset, spans: list[tuple[int, int, int]]) -> ByteSpans | None:
+    """Where each span's bytes are in its input and go in the output, when dst and every input it draws
+    on store the dataset contiguously in the same dtype (segments and outputs of this version); None
+    otherwise (chunked files of earlier versions: copied through HDF5)."""
+    if not spans:
+        return np.zeros((0, 4), np.int64)
+    at = dst.id.get_offset()
+    if at is None or dst.chunks is not None:
+        return None
+    row = int(np.prod(dst.shape[1:], dtype=np.int64)) * dst.dtype.itemsize
+    starts = {}
+    for number in {s for s, _, _ in spans}:
+        f = inputs(number)
+        src = f.get(dst.name)
+        start = src.id.get_offset() if src is not None and src.chunks is None else None
+        if start is None or src.dtype != dst.dtype or src.shape[1:] != dst.shape[1:] or f.userblock_size:
+            return None
+        starts[number] = start
+    table = np.array(spans, dtype=np.int64).reshape(-1, 3)
+    sizes = (table[:, 2] - table[:, 1]) * row
+    first = np.array([starts[s] for s in table[:, 0].tolist()], dtype=np.int64)
+    targets = at + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.stack([table[:, 0], first + table[:, 1] * row, targets, sizes], axis=1)
+
+
+def _copy_bytes(paths: list[Path], out: Path, copies: list[ByteSpans]) -> None:
+    """Do the byte copies planned by _byte_spans, into the closed output file."""
+    target = os.open(out, os.O_WRONLY)
+    sources: OrderedDict[int, int] = OrderedDict()  # input number -> descriptor, the 64 used last
+    try:
+        for table in copies:
+            for number, start, at, count in table.tolist():
+                if number not in sources:
+                    if len(sources) >= 64:
+                        os.close(sources.popitem(last=False)[1])
+                    sources[number] = os.open(paths[number], os.O_RDONLY)
+                sources.move_to_end(number)
+                copy_range(sources[number], start, target, at, count)
+    finally:
+        for descriptor in sources.values():
+            os.close(descriptor)
+        os.close(target)
+
+
 def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "stored") -> None:
     """Stream all inputs into one new output file, rows in `order` (see Order), each row once."""
     sources, failures = _plan(paths, info)
@@ -185,7 +234,9 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     else:
         per_row += per_frame
         frame_runs, per_frame, out_offsets = [], [], np.zeros(1, np.int64)
+    bulk = {c.name for c in info.columns()} | set(WINDOW_DATASETS)
     inputs = _Inputs(paths)
+    copies: list[ByteSpans] = []  # the big datasets' bytes, copied once HDF5 has closed the output
     try:
         with create_h5(out) as f:
             create_layout(f, info, len(index), int(out_offsets[-1]), failures, resizable=True)
@@ -193,9 +244,12 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
             f["input_index"][:] = index
             if info.has_offsets:
                 f["offsets"][:] = out_offsets
-            for name in per_row:
-                _copy_in_order(inputs, f[name], runs)
-            for name in per_frame:
-                _copy_in_order(inputs, f[name], frame_runs)
+            for name, spans in [(n, runs) for n in per_row] + [(n, frame_runs) for n in per_frame]:
+                planned = _byte_spans(inputs, f[name], spans) if name in bulk else None
+                if planned is None:
+                    _copy_in_order(inputs, f[name], spans)
+                else:
+                    copies.append(planned)
     finally:
         inputs.close()
+    _copy_bytes(paths, out, copies)

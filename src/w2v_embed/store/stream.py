@@ -78,6 +78,9 @@ class Buffer:
     def __len__(self) -> int:
         return len(self.entries) + len(self.failures)
 
+    def __add__(self, later: Buffer) -> Buffer:
+        return Buffer(self.entries + later.entries, self.failures + later.failures, self.nbytes + later.nbytes)
+
 
 def write_segment(path: Path, info: RunInfo, buffer: Buffer) -> None:
     """The buffered rows (in input order) and failures as one segment file."""

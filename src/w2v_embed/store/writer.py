@@ -9,7 +9,9 @@ kill at any moment therefore loses at most the buffered, uncommitted files, whic
 `--overwrite` leaves the old OUT.h5 alone until that rename; a marker file in the parts folder says
 the segments replace it rather than extend it, so a resumed overwrite never merges the old rows in.
 
-Segments use the very layout of the final file, so one merge routine reads both.
+Segments use the very layout of the final file, so one merge routine reads both; their layer
+datasets are contiguous, so the merge copies those bytes file to file in the kernel (store.merge).
+Frame-level segments are big: a committer thread writes them (one at a time) while the model runs on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,9 @@ class FeatureWriter:
         self._buffer = Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._closed = False
+        # Frame-level segments are big: written by a thread of their own while the model runs on (one at a time).
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="w2v-embed-commit") if info.frame_level else None
+        self._pending: tuple[Future[None], Buffer] | None = None
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = Lock(self.path)
@@ -254,24 +260,51 @@ class FeatureWriter:
 
     def _maybe_commit(self) -> None:
         due = time.monotonic() - self._last_commit >= self.commit_every_seconds
-        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= BUFFER_BYTES or due:
-            self.commit()
+        limit = BUFFER_BYTES // 2 if self._committer else BUFFER_BYTES  # one buffer filling, one being written
+        if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= limit or due:
+            self._commit(wait=False)
 
     def commit(self) -> None:
         """Make the buffered results crash-safe now, as one new segment (nothing to do when empty)."""
         self._check_open()
         self._commit()
 
-    def _commit(self) -> None:
+    def _commit(self, wait: bool = True) -> None:
+        """Write the buffer as the next segment; without `wait`, a frame-level one on the committer thread
+        (a kill meanwhile loses it like any buffered rows; a failure is raised by the next commit)."""
         self._last_commit = time.monotonic()
         self._lock.verify()
+        self._wait()
         if not len(self._buffer):
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
-        with writing(self.parts):
-            write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, self._buffer))
         self._next_segment += 1
-        self._buffer = Buffer()  # only now: an interrupted commit keeps the results for abort()
+        buffer, self._buffer = self._buffer, Buffer()
+
+        def write() -> None:
+            with writing(self.parts):
+                write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, buffer))
+
+        if self._committer is not None and not wait:
+            self._pending = (self._committer.submit(write), buffer)
+            return
+        try:
+            write()
+        except BaseException:
+            self._buffer = buffer + self._buffer  # an interrupted commit keeps the results for abort()
+            raise
+
+    def _wait(self) -> None:
+        """Until the segment being written is on disk; if it failed, its rows are buffered again (for abort())."""
+        if self._pending is None:
+            return
+        done, buffer = self._pending
+        self._pending = None
+        try:
+            done.result()
+        except BaseException:
+            self._buffer = buffer + self._buffer
+            raise
 
     # -- finishing -------------------------------------------------------------------------------
 
@@ -320,6 +353,8 @@ class FeatureWriter:
     def _finish(self) -> None:
         for name in list(self._streams):  # files cut off mid-way: redone on resume, never half-present
             self.discard_frames(name)
+        if self._committer is not None:
+            self._committer.shutdown()
         self._closed = True
         self._lock.release()
 
