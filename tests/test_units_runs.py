@@ -78,7 +78,7 @@ def test_three_shards_merge_into_the_units_of_one_run_in_input_order(onnx_model,
     for suffix in ("", ".dur", ".failed"):
         assert _lines(tmp_path / f"all.km{suffix}") == _lines(tmp_path / f"one.km{suffix}"), suffix
     shard_info, merged_info = _invoke("info", tmp_path / "u.0.h5").output, _invoke("info", tmp_path / "all.h5").output
-    assert "0/3" in shard_info and "codebook_sha256" in merged_info and "shard" not in merged_info
+    assert "0/3" in shard_info and "codebook_sha256" in merged_info and "shard_deal" not in merged_info
     units, durations = load_units(tmp_path / "all.h5", durations=True)
     expected, expected_durations = load_units(tmp_path / "one.h5", durations=True)
     assert list(units) == list(expected) == [str(p) for p in corpus if p.name != "broken.wav"]
