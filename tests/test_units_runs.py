@@ -3,6 +3,7 @@ compared with one plain local run, and a changed codebook refused with one line.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -218,3 +219,21 @@ def test_the_units_layout_is_the_features_layout_with_units_columns(tmp_path):
     assert {n: v.tolist() for n, v in durations.items()} == {n: d for n, (_, d) in rows.items()}
     with pytest.raises(W2VEmbedError, match="load_units"):
         load(tmp_path / "u.h5")
+
+
+def test_the_assignment_runs_blas_on_one_thread_while_the_model_has_the_cpu(onnx_model, corpus, codebooks, monkeypatch):
+    """numpy's BLAS threads spin after a product and took cores from ONNX Runtime: `--units` ran at 0.93× of
+    `--pool mean` on 2 cores (1.00× with OPENBLAS_NUM_THREADS=1), so on CPU the assignment gets one thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from w2v_embed.units.codebook import Centroids
+
+    seen = []
+    original = Centroids.assign
+    monkeypatch.setattr(Centroids, "assign", lambda self, frames: (
+        seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"),
+        original(self, frames))[1])
+    embedder = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("0"))
+    units, embedder = prepare(codebooks[0], embedder, str(LAYER))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        summary = extract(discover([str(p) for p in corpus if p.name != "broken.wav"][:3]), io.StringIO(), embedder, units=units)
+    assert summary.ok == 3 and seen and set(seen) == {1}
