@@ -311,7 +311,7 @@ def _doc_commands() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("w2v-embed ")]
 
 
-@pytest.mark.slow  # ~50 s here: fifteen commands, scikit-learn's 20 inits among them
+@pytest.mark.slow  # ~60 s here: nineteen commands, scikit-learn's 20 inits among them
 def test_the_docs_recipe_runs(tmp_path, monkeypatch, onnx_model):
     """Every command of docs/units.md, on a tiny model (layer 2 of 3, K=4) and generated audio."""
     import shlex
@@ -347,5 +347,11 @@ def test_the_docs_recipe_runs(tmp_path, monkeypatch, onnx_model):
         result = _invoke(*shlex.split(command, comments=True)[1:])
         assert result.exit_code == (1 if "# refused" in command else 0), (command, result.output)
     assert len(Path("train.km").read_text().splitlines()) == 10
+    assert Path("train.merged.km").read_text() == Path("train.km").read_text()  # 2 shards merged = one run
+    text = (Path(__file__).resolve().parents[1] / "docs" / "units.md").read_text()
+    for block in [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]:
+        scope: dict = {}
+        exec(block, scope)  # the Python recipe, on the outputs the commands wrote
+        assert sorted(scope["units"]) == sorted(names) and all(len(d) == len(scope["units"][n]) for n, d in scope["durations"].items())
     assert sorted(load_units("units.h5")) == sorted(names)
     assert Path("feats.probe.png").exists() and Path("feats.probe.csv").exists()

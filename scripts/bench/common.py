@@ -104,7 +104,7 @@ def run_child(kind: str, args: dict, env: dict | None = None) -> dict:
 
 def run_here(kind: str, args: dict) -> dict:
     """The child side: `bench.py --child KIND JSON`."""
-    from . import frames, model, pipeline, runtimes  # noqa: F401  (they register their children)
+    from . import frames, model, pipeline, runtimes, units  # noqa: F401  (they register their children)
 
     return CHILDREN[kind]({**args, "kind": kind})
 

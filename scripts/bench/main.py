@@ -42,6 +42,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--frames-baseline", type=Path, default=None,
                         help="with --frames: also a frame-level run importing w2v_embed from this folder (the src/ of "
                              "another version, e.g. from git archive), in every round")
+    parser.add_argument("--units", action="store_true",
+                        help="only the units cases: extract --units vs --layers 6 --pool mean on the corpus (--files), "
+                             "--rounds interleaved rounds")
+    parser.add_argument("--kmeans-frames", type=int, nargs="*", default=[],
+                        help="only the units cases: k-means fits of K=500 on this many frames each (needs --files)")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -65,6 +70,18 @@ def main() -> None:
             model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
             print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
             compare_frames(model, base, opts.rounds, baseline=opts.frames_baseline)
+        return
+    if opts.units or opts.kmeans_frames:
+        from .units import kmeans_rows, units_rows
+
+        if not opts.files:
+            raise SystemExit("--units and --kmeans-frames run on a generated corpus: give --files N")
+        model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+        print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
+        if opts.units:
+            units_rows({**base, "model": str(model)}, opts.rounds, seconds)
+        if opts.kmeans_frames:
+            kmeans_rows({**base, "model": str(model)}, opts.kmeans_frames)
         return
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",

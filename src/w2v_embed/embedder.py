@@ -297,9 +297,11 @@ class Embedder:
             ) from None
 
     def with_options(self, **changes: object) -> Embedder:
-        """The same loaded model with other options (e.g. layers=(6,), pool='none')."""
+        """The same loaded model with other options (e.g. layers=(6,), pool='none'), holding only the
+        session the clone runs: a graph of other depth is released (this Embedder reloads it if used)."""
         model = self.model  # an unpickled Embedder loads here, so that the clone shares its sessions
         clone = object.__new__(Embedder)
         clone.__dict__.update(vars(self), model=model)
         clone._configure(dataclasses.replace(self.options, **changes))
+        model.release(keep=depth(clone.layers, clone.info.num_layers))
         return clone

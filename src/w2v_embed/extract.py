@@ -30,7 +30,7 @@ from .segments import close_groups
 from .store import FeatureWriter, RunInfo
 from .store.jsonl import JsonLinesWriter
 from .store.layout import Segment
-from .store.sink import Row
+from .store.sink import Row, Sink
 
 if TYPE_CHECKING:
     from .units.stage import Units
@@ -250,6 +250,23 @@ def check_segments_unchanged(files: list[AudioFile], stored: Mapping[str, Segmen
             "give them new ids, or pass --overwrite to start over")
 
 
+def open_sink(output: str | Path | TextIO, info: RunInfo, options: ExtractOptions, order: Mapping[str, int]) -> Sink:
+    """The writer `-o` asks for: a text stream → JSON Lines; else the crash-safe, resumable FeatureWriter
+    into HDF5, or into fairseq's .km text for units (units.sinks); `order`: name → input index."""
+    if hasattr(output, "write"):
+        return JsonLinesWriter(output, info, order.values())
+    path, finish = Path(output), None
+    if info.units and path.suffix == ".km":
+        from .units.sinks import write_km
+
+        if options.shard:
+            raise UsageError(f"--shard with -o {path}: write each shard to an .h5 file (-o units.I.h5), then "
+                             f"`w2v-embed merge {path} units.*.h5` writes the one .km, in the list's order")
+        finish = write_km
+    return FeatureWriter(path, info, options.mode, options.save_every_files, options.save_every_seconds, order=order,
+                         finish=finish)
+
+
 def extract(
     files: list[AudioFile],
     output: str | Path | TextIO,
@@ -264,38 +281,27 @@ def extract(
     `files` (or of their `index`, for one shard of a numbered list).
 
     `engine` runs decoding and inference (default: this process); whatever runs them, results come
-    back here to the one FeatureWriter, so every engine has the same resume and crash safety.
+    back here to the one sink (open_sink), so every engine has the same resume and crash safety.
     With `units` (units.stage.prepare), each frame of the codebook's layer becomes a unit and
-    units are written instead of features (units.sinks: .km text, JSON Lines or HDF5).
+    units are written instead of features (HDF5, .km text or JSON Lines: units.sinks), as resumable,
+    shardable and mergeable as features.
     """
     started = time.perf_counter()
     engine = engine or LocalEngine(embedder)
     files = numbered(files)
     info = run_info(embedder, options, files)
-    if units is not None:  # discrete units instead of features: the units stage after the frames, its own sinks
-        from .units.sinks import open_units_sink
+    if units is not None:  # discrete units instead of features: the units stage after the frames
         from .units.stage import UnitsEngine
 
-        if options.mode == "resume":
-            raise UsageError("--units: outputs of units are not resumable (no frames are stored: rerun with --overwrite)")
-        engine = UnitsEngine(engine, units)
-        summary = ExtractSummary(Path("-" if hasattr(output, "write") else output))
-        writer = open_units_sink(output, units, info, [f.index for f in files], options.mode == "overwrite")
-    elif hasattr(output, "write"):  # a text stream (`-o -`): JSON Lines, pooled rows only
-        summary = ExtractSummary(Path("-"))
-        writer: FeatureWriter | JsonLinesWriter = JsonLinesWriter(output, info, [f.index for f in files])
-    else:
-        summary = ExtractSummary(Path(output))
-        writer = FeatureWriter(Path(output), info, options.mode, options.save_every_files, options.save_every_seconds,
-                               order={f.name: f.index for f in files})
-    with writer:
+        engine, info = UnitsEngine(engine, units), units.describe(info)
+    summary = ExtractSummary(Path("-" if hasattr(output, "write") else output))
+    with open_sink(output, info, options, {f.name: f.index for f in files}) as writer:
         embedder.self_check()  # after the writer's resume checks: a changed model file is named as such first
-        if isinstance(writer, FeatureWriter):
-            check_segments_unchanged(files, writer.stored_segments)
+        check_segments_unchanged(files, writer.stored_segments)
         todo = [f for f in files if f.name not in writer.done]
         by_name = {f.name: f for f in todo}
         summary.skipped = len(files) - len(todo)
-        for result in engine.results(todo, options, writer if isinstance(writer, FeatureWriter) else None):
+        for result in engine.results(todo, options, writer.frame_sink):
             if result.name in writer.done:
                 continue  # an engine that retried a file may deliver it twice: it is stored once
             file = by_name[result.name]

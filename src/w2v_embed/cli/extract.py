@@ -53,7 +53,7 @@ def extract(
     ray_node_ip: Annotated[Optional[str], typer.Option(help="With --ray: this node's IP, where Ray's guess is wrong.")] = None,
     ray_timeout: Annotated[float, typer.Option(help="With --ray: most seconds to start or join Ray, and again for the actors to start (load the model).")] = 60.0,
     json_summary: Annotated[bool, typer.Option("--json-summary", help="Print the summary as JSON on stdout.")] = False,
-    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5.")] = None,
+    units: Annotated[Optional[Path], typer.Option("--units", help="Write one discrete unit per frame instead of features, with this codebook: a KM file of `w2v-embed kmeans` (its layer), or a (K, D) .npy, a faiss .index or a km.bin (with one --layers). -o x.km: fairseq's text; -o -: JSON Lines; else HDF5. Resumable; shards write .h5, `merge` joins them (also into one .km).")] = None,
     dedup: Annotated[bool, typer.Option("--dedup", help="With --units: collapse runs of a unit (durations kept beside).")] = False,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="With --units km.bin: load the pickle (it can run any code: only files you trust).")] = False,
 ) -> None:
@@ -92,7 +92,9 @@ def extract(
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     if (dedup or trust_pickle) and units is None:
         fail(UsageError("--dedup and --trust-pickle go with --units"))
-    embed = EmbedOptions(layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+    # With --units the layer is the codebook's (units.prepare): the Embedder starts from the smallest graph
+    # (layer 0), not the full one, so that peak memory holds one model's weights, not two.
+    embed = EmbedOptions("0" if units is not None else layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,

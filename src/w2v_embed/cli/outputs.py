@@ -14,7 +14,7 @@ from .console import app, err, out, run, shown
 
 @app.command()
 def merge(
-    output: Annotated[Path, typer.Argument(help="The merged HDF5 file to write.")],
+    output: Annotated[Path, typer.Argument(help="The merged HDF5 file to write (for units also fairseq's .km text).")],
     inputs: Annotated[list[str], typer.Argument(help="Shard outputs (globs are expanded).", show_default=False)],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
@@ -25,6 +25,8 @@ def merge(
       w2v-embed merge feats.h5 feats.*.h5
 
       w2v-embed merge feats.h5 'shards/feats.*.h5' --overwrite
+
+      w2v-embed merge train.km units.*.h5
     """
     run(_merge, output, inputs, overwrite)
 

@@ -234,6 +234,10 @@ class OnnxModel:
             self.sessions[upto] = self.runtime.load(graph)
         return self.sessions[upto]
 
+    def release(self, keep: int) -> None:
+        """Drop every session but the one for 0..keep: the memory of graphs no longer run."""
+        self.sessions = {upto: session for upto, session in self.sessions.items() if upto == keep}
+
     def run(self, input_values: np.ndarray, lengths: np.ndarray, layers: Sequence[Layer]) -> dict[Layer, np.ndarray]:
         """Hidden states [batch, frames, hidden] for the requested layers, computed no deeper than needed."""
         numbered = [k for k in layers if k != LAST]

@@ -5,6 +5,8 @@ window with its times — written and flushed as each file finishes. Frame-level
 at 50 rows a second per file it belongs in HDF5, not in text. Nothing is resumable (a pipe has no
 past), failures are the caller's to report (on stderr), so stdout carries rows only.
 
+Units (`extract --units -o -`) are one object per input too: {"path", "seconds", "units"[, "durations"]}.
+
 Rows come out in input order: a row that finishes before an earlier one waits (pooled rows are a few
 kB) until every earlier input has been written or has failed.
 """
@@ -12,23 +14,27 @@ kB) until every earlier input has been written or has failed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
 from ..pooling import window_times
-from .layout import RunInfo
+from .layout import RunInfo, Segment
 from .sink import InOrder, Row
 
 
 class JsonLinesWriter:
     """The Sink interface over a text stream: rows as JSON Lines, in the order of `indices`."""
 
+    frame_sink = None  # no frames: a pipe has pooled rows or units only
+    stored_segments: Mapping[str, Segment] = MappingProxyType({})  # a pipe has no past to resume
+
     def __init__(self, stream: TextIO, info: RunInfo, indices: Iterable[int] = ()) -> None:
         info.validate()
-        if info.frame_level:
+        if info.frame_level and not info.units:
             raise UsageError(
                 "-o -: frame-level output (--pool none) is 50 rows per second of audio per layer, too much "
                 "for a pipe; write it to an .h5 file, or pool it (--pool mean, --window)"
@@ -41,17 +47,20 @@ class JsonLinesWriter:
         info = self.info
         segment = row.segment
         where = {"source_path": segment[0], "segment_start": segment[1], "segment_end": segment[2]} if segment else {}
-        arrays = {str(k): np.asarray(row.features[k], np.float32) for k in info.layers}
-        if info.windowed:
+        seconds = row.num_samples / info.sample_rate
+        if info.units:
+            columns = {str(c.key): np.asarray(row.features[c.key]).tolist() for c in info.columns()}
+            lines = [{"path": row.name, **where, "seconds": seconds, **columns}]
+        elif info.windowed:
+            arrays = {str(k): np.asarray(row.features[k], np.float32) for k in info.layers}
             count = len(next(iter(arrays.values())))
-            starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds,
-                                                 row.num_samples / info.sample_rate)
+            starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds, seconds)
             lines = [{"path": row.name, **where, "start": float(starts[w]), "end": float(ends[w]),
                       "partial": bool(partial[w]), "layers": {k: v[w].tolist() for k, v in arrays.items()}}
                      for w in range(count)]
         else:
-            lines = [{"path": row.name, **where, "seconds": row.num_samples / info.sample_rate,
-                      "layers": {k: v.tolist() for k, v in arrays.items()}}]
+            lines = [{"path": row.name, **where, "seconds": seconds,
+                      "layers": {str(k): np.asarray(row.features[k], np.float32).tolist() for k in info.layers}}]
         self.done.add(row.name)
         self._arrived(row.index, lines)
 

@@ -1,37 +1,31 @@
-"""Streaming merges: segments (and an earlier OUT.h5) into one output, and `w2v-embed merge` of shards."""
+"""Streaming merges: segments (and an earlier OUT.h5) into one output, rows in input order; `join`
+uses it for `w2v-embed merge` of shards."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import h5py
 import numpy as np
 
-from ..errors import W2VEmbedError
-from ..layers import dataset_name
-from .files import copy_range, create_h5, remove_merge_temps, write_atomically, writing
+from .files import copy_range, create_h5
 from .layout import (
     COPY_BYTES,
-    RESUME_FIELDS,
     SEGMENT_DATASETS,
     TRUNCATED,
     WINDOW_DATASETS,
     RunInfo,
     check_rows,
     create_layout,
-    open_finished,
     open_output,
     read_strings,
-    show_value,
-    stored_info,
 )
-from .lock import Lock
 
 # -- merging ---------------------------------------------------------------------------------------
 
@@ -58,7 +52,7 @@ def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[s
     stored: set[str] = set()
     failures: dict[str, str] = {}  # first-failure order, latest reason
     for path in paths:
-        with open_output(path) as f:
+        with open_output(path, units=None) as f:
             offsets = check_rows(f, info)
             names = read_strings(f["paths"])
             keep = np.zeros(len(names), dtype=bool)
@@ -232,7 +226,7 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     runs, index = _in_order(sources, order)
     per_row = ["paths", "num_samples", "source_sample_rate", *(SEGMENT_DATASETS if info.segments else ()),
                *([TRUNCATED] if info.segments else [])]
-    per_frame = [dataset_name(k) for k in info.layers] + (list(WINDOW_DATASETS) * info.windowed)
+    per_frame = [c.name for c in info.columns()] + (list(WINDOW_DATASETS) * info.windowed)
     if info.has_offsets:  # frames (or windows) are rows of the layer datasets: their own spans
         frame_runs = [(s, int(sources[s].offsets[a]), int(sources[s].offsets[b])) for s, a, b in runs]
         sizes = np.concatenate([np.diff(sources[s].offsets[a : b + 1]) for s, a, b in runs] or [np.zeros(0, np.int64)])
@@ -240,7 +234,7 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     else:
         per_row += per_frame
         frame_runs, per_frame, out_offsets = [], [], np.zeros(1, np.int64)
-    bulk = {dataset_name(k) for k in info.layers} | set(WINDOW_DATASETS)
+    bulk = {c.name for c in info.columns()} | set(WINDOW_DATASETS)
     inputs = _Inputs(paths)
     copies: list[ByteSpans] = []  # the big datasets' bytes, copied once HDF5 has closed the output
     try:
@@ -259,114 +253,3 @@ def merge_files(paths: list[Path], out: Path, info: RunInfo, order: Order = "sto
     finally:
         inputs.close()
     _copy_bytes(paths, out, copies)
-
-
-# -- merging shards --------------------------------------------------------------------------------
-
-_MERGE_FIELDS = {k: v for k, v in RESUME_FIELDS.items() if k not in ("shard", "shard_deal")}
-
-
-@dataclass(frozen=True)
-class MergeSummary:
-    output: Path
-    inputs: int
-    files: int
-    failed: int
-
-
-def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = False) -> MergeSummary:
-    """Join finished outputs (the jobs of `extract --shard I/N`) into one, streaming and atomically.
-
-    Refused, before anything is written: unfinished or incomplete shards, a missing or repeated
-    shard of an I/N set, outputs computed differently, a file stored twice. The result is written
-    under a temporary name and renamed, so a crashed merge leaves no output and can simply be rerun.
-    """
-    output, paths = Path(output), [Path(p) for p in inputs]
-    if not paths:
-        raise W2VEmbedError("merge: no inputs given")
-    if output.exists() and not overwrite:
-        raise W2VEmbedError(f"{output} exists; pass --overwrite to replace it")
-    if any(p.resolve() == output.resolve() for p in paths if p.exists()):
-        raise W2VEmbedError(f"{output} is also an input; write the merge to a new file")
-    infos, counts = _check_mergeable(paths)
-    info = replace(infos[0], shard="", shard_files=0, total_files=0, shard_deal="")
-    lock = Lock(output)
-    try:
-        remove_merge_temps(output)
-        with writing(output):
-            temp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
-            # the parts of one sharded list go back into its order; other outputs follow one another
-            order = "stored" if infos[0].shard else "given"
-            write_atomically(output, temp, lambda t: merge_files(paths, t, info, order))
-    finally:
-        lock.release()
-    return MergeSummary(output, len(paths), sum(c[0] for c in counts), sum(c[1] for c in counts))
-
-
-def _check_mergeable(paths: list[Path]) -> tuple[list[RunInfo], list[tuple[int, int]]]:
-    """Each input's RunInfo and (stored, failed) counts, after every check a merge needs."""
-    infos, counts, stored, owner = [], [], [], {}
-    for path in paths:
-        with open_finished(path) as f:
-            info = stored_info(f)
-            names = read_strings(f["paths"])
-            failed = int(f["failed/paths"].shape[0])
-        if infos:
-            for name, words in _MERGE_FIELDS.items():
-                if getattr(info, name) != getattr(infos[0], name):
-                    raise W2VEmbedError(
-                        f"cannot merge: {path} was computed with {words} {show_value(getattr(info, name))}, "
-                        f"{paths[0]} with {show_value(getattr(infos[0], name))}"
-                    )
-        if info.shard and len(names) + failed != info.shard_files:
-            raise W2VEmbedError(
-                f"cannot merge: {path} (shard {info.shard}) holds {len(names) + failed} of its {info.shard_files} "
-                "files; rerun that shard with --resume"
-            )
-        infos.append(info)
-        counts.append((len(names), failed))
-        stored.append(names)
-    _check_shard_set(paths, infos)
-    for path, names in zip(paths, stored):
-        for name in names:
-            if name in owner:
-                raise W2VEmbedError(f"cannot merge: {name} is stored in both {owner[name]} and {path}")
-            owner[name] = path
-    return infos, counts
-
-
-def _check_shard_set(paths: list[Path], infos: list[RunInfo]) -> None:
-    """Shards of one I/N split: all N present, each once, all from the same list."""
-    sharded = [(p, i) for p, i in zip(paths, infos) if i.shard]
-    if not sharded:
-        return
-    if len(sharded) != len(paths):
-        plain = next(p for p, i in zip(paths, infos) if not i.shard)
-        raise W2VEmbedError(f"cannot merge: {plain} is not a shard, {sharded[0][0]} is ({sharded[0][1].shard})")
-    sets = {(i.shard.split("/")[1], i.total_files) for _, i in sharded}
-    if len(sets) > 1:
-        raise W2VEmbedError("cannot merge: the shards come from different splits (" + ", ".join(
-            f"{p}: {i.shard} of {i.total_files} files" for p, i in sharded) + ")")
-    deals = {info.shard_deal for _, info in sharded}
-    if len(deals) > 1:
-        a = sharded[0][0]
-        b = next(p for p, i in sharded if i.shard_deal != sharded[0][1].shard_deal)
-        raise W2VEmbedError(
-            f"cannot merge: {a} and {b} were dealt from different listings (a file was added, removed or changed "
-            "size between the jobs), so some files may be in no shard; rerun every shard with --overwrite")
-    count = int(sharded[0][1].shard.split("/")[1])
-    given: dict[int, Path] = {}
-    for path, info in sharded:
-        index = int(info.shard.split("/")[0])
-        if index in given:
-            raise W2VEmbedError(f"cannot merge: shard {info.shard} given twice ({given[index]} and {path})")
-        given[index] = path
-    missing = [f"{i}/{count}" for i in range(count) if i not in given]
-    if missing:
-        raise W2VEmbedError(f"cannot merge: shard {', '.join(missing)} missing; all {count} shards are needed")
-    dealt = sum(info.shard_files for _, info in sharded)
-    if dealt != sharded[0][1].total_files:
-        raise W2VEmbedError(
-            f"cannot merge: the shards hold {dealt} files between them, but the list they split has "
-            f"{sharded[0][1].total_files}; the jobs did not deal the same list alike (did files change while "
-            "the array ran?): rerun every shard with --overwrite")

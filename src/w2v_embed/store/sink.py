@@ -25,15 +25,22 @@ class Row:
     name: str
     num_samples: int  # at the model's sample rate
     source_sample_rate: int
-    features: Mapping[Layer, np.ndarray]  # pooled (D,) per layer, or (frames or windows, D)
+    features: Mapping[Layer, np.ndarray]  # pooled (D,) per layer, or (frames or windows, D); units: RunInfo.columns
     segment: Segment | None = None  # (source path, start, end) when the row is a part of a recording
     truncated: float = 0.0  # seconds the segment was cut short at its audio's end (--max-overshoot)
 
 
 class Sink(Protocol):
-    """add / add_failure while a run works, then close (finished) or abort (interrupted)."""
+    """add / add_failure while a run works, then close (finished) or abort (interrupted); a context
+    manager that does one or the other."""
 
     done: set[str]  # names already stored (an earlier run, when resuming): the engine skips them
+    stored_segments: Mapping[str, Segment]  # (source, start, end) of stored segment rows, which a resume compares
+    frame_sink: Any  # embedder.FrameSink for a long file's frames chunk by chunk, or None: rows come whole
+
+    def __enter__(self) -> Sink: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
 
     def add(self, row: Row) -> None: ...
 

@@ -1,4 +1,7 @@
-"""One file's frame-level features written to disk as its chunks come out, not after the file ends.
+"""Segments of the parts folder, as the FeatureWriter writes them: its buffered rows at a commit
+(`write_segment`), or one long file's frames as they come (FrameStream).
+
+One file's frame-level features are written to disk as its chunks come out, not after the file ends.
 
 Frames of a two-hour file are 1.1 GB per layer of a base model; held until the file is done, 13
 layers would not fit. A FrameStream is a segment of its own (the segment layout, one row), created
@@ -11,14 +14,16 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..layers import Layer, dataset_name
+from ..pooling import window_times
 from .files import create_h5, fsync_file, writing
-from .layout import SEGMENT_DATASETS, TRUNCATED, RunInfo, create_layout, encode_strings
+from .layout import SEGMENT_DATASETS, TRUNCATED, WINDOW_DATASETS, RunInfo, create_layout, encode_strings
 from .sink import Row
 
 
@@ -60,3 +65,52 @@ class FrameStream:
         except OSError:
             pass  # a stream that failed to write is thrown away anyway
         self.temp.unlink(missing_ok=True)
+
+
+@dataclass
+class Buffer:
+    """Results not yet committed to a segment."""
+
+    entries: list[Row] = field(default_factory=list)  # features checked and in the storage dtype
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (input index, name, reason)
+    nbytes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.failures)
+
+    def __add__(self, later: Buffer) -> Buffer:
+        return Buffer(self.entries + later.entries, self.failures + later.failures, self.nbytes + later.nbytes)
+
+
+def write_segment(path: Path, info: RunInfo, buffer: Buffer) -> None:
+    """The buffered rows (in input order) and failures as one segment file."""
+    entries = sorted(buffer.entries, key=lambda e: e.index)  # in input order: the final merge copies runs of rows
+    columns = info.columns()
+    lengths = [len(e.features[columns[0].key]) for e in entries] if info.has_offsets else []
+    with create_h5(path) as f:
+        failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
+        create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
+        if entries:
+            f["paths"][:] = encode_strings([e.name for e in entries])
+            f["input_index"][:] = [e.index for e in entries]
+            f["num_samples"][:] = [e.num_samples for e in entries]
+            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        if info.has_offsets:
+            f["offsets"][:] = offsets
+        for column in columns:
+            if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
+                for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
+                    f[column.name][start:stop] = entry.features[column.key]
+            elif entries:
+                f[column.name][:] = np.stack([e.features[column.key] for e in entries])
+        if info.segments and entries:
+            f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
+            f["segment_start"][:] = [e.segment[1] for e in entries]
+            f["segment_end"][:] = [e.segment[2] for e in entries]
+            f[TRUNCATED][:] = [e.truncated for e in entries]
+        if info.windowed and entries:
+            times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
+                     for n, e in zip(lengths, entries)]
+            for name, column in zip(WINDOW_DATASETS, zip(*times)):
+                f[name][:] = np.concatenate(column)

@@ -20,20 +20,18 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError, W2VEmbedError
-from ..layers import Layer, dataset_name
-from ..pooling import window_times
+from ..layers import Layer
 from .files import (
     atomic_write_text,
-    create_h5,
     fsync_dir,
     parts_dir,
     remove_merge_temps,
@@ -46,13 +44,9 @@ from .layout import (
     BUFFER_BYTES,
     MODES,
     REPLACES_MARKER,
-    TRUNCATED,
-    WINDOW_DATASETS,
     RunInfo,
     Segment,
     check_resumable,
-    create_layout,
-    encode_strings,
     open_output,
     read_strings,
     stored_info,
@@ -60,22 +54,7 @@ from .layout import (
 from .lock import Lock
 from .merge import merge_files
 from .sink import Row
-from .stream import FrameStream
-
-
-@dataclass
-class _Buffer:
-    """Results not yet committed to a segment."""
-
-    entries: list[Row] = field(default_factory=list)  # features checked and in the storage dtype
-    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (input index, name, reason)
-    nbytes: int = 0
-
-    def __len__(self) -> int:
-        return len(self.entries) + len(self.failures)
-
-    def __add__(self, later: _Buffer) -> _Buffer:
-        return _Buffer(self.entries + later.entries, self.failures + later.failures, self.nbytes + later.nbytes)
+from .stream import Buffer, FrameStream, write_segment
 
 
 class FeatureWriter:
@@ -89,6 +68,9 @@ class FeatureWriter:
     Rows come in completion order; OUT.h5 has them in input order: by `order` (name -> position in
     this run's listing) where given, else by each row's `Row.index`. Rows of an earlier run that the
     listing no longer has follow the others.
+
+    `finish` (merged HDF5, OUT) makes OUT from the assembled rows when OUT is not this HDF5 layout
+    (units as fairseq's .km text): resume then continues the parts, but never a finished OUT.
     """
 
     def __init__(
@@ -99,6 +81,7 @@ class FeatureWriter:
         commit_every_files: int = 64,
         commit_every_seconds: float = 20.0,
         order: Mapping[str, int] | None = None,
+        finish: Callable[[Path, Path], None] | None = None,
     ) -> None:
         info.validate()
         if mode not in MODES:
@@ -115,13 +98,13 @@ class FeatureWriter:
         self.done: set[str] = set()
         self.stored_segments: dict[str, Segment] = {}
         self.order = order
-        self._buffer = _Buffer()
+        self.finish = finish
+        self._buffer = Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
-        self._dtype = np.dtype(info.dtype)
         self._closed = False
         # Frame-level segments are big: written by a thread of their own while the model runs on (one at a time).
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="w2v-embed-commit") if info.frame_level else None
-        self._pending: tuple[Future[None], _Buffer] | None = None
+        self._pending: tuple[Future[None], Buffer] | None = None
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = Lock(self.path)
@@ -145,6 +128,9 @@ class FeatureWriter:
             shutil.rmtree(self.parts, ignore_errors=True)
             self.parts.mkdir()
             atomic_write_text(self.parts / REPLACES_MARKER, "")
+        if mode == "resume" and self.finish is not None and self._finished():
+            raise W2VEmbedError(f"{self.path} is finished, and it keeps no names to continue from; pass --overwrite to "
+                                "redo it (an .h5 output can be extended with --resume)")
         if mode == "resume":
             self.done = self._scan_existing()
         self.parts.mkdir(exist_ok=True)
@@ -156,7 +142,7 @@ class FeatureWriter:
         """Names already stored in OUT.h5 and the segments, after checking they match this run."""
         done: set[str] = set()
         if self._merges_output():
-            with open_output(self.path) as f:
+            with open_output(self.path, units=None) as f:
                 check_resumable(self.path, stored_info(f), self.info)
                 done.update(self._stored_names(f))
         if not self.parts.exists():
@@ -171,7 +157,7 @@ class FeatureWriter:
                 raise W2VEmbedError(f"{run_json}: unreadable ({exc}); pass --overwrite to start over") from exc
             check_resumable(self.parts, stored, self.info)
         for segment in segment_files(self.parts):
-            with open_output(segment) as f:
+            with open_output(segment, units=None) as f:
                 check_resumable(segment, stored_info(f), self.info)
                 done.update(self._stored_names(f))
         return done
@@ -182,6 +168,11 @@ class FeatureWriter:
             sources = read_strings(f["source_path"])
             self.stored_segments.update(zip(names, zip(sources, f["segment_start"][()].tolist(), f["segment_end"][()].tolist())))
         return names
+
+    @property
+    def frame_sink(self) -> FeatureWriter | None:
+        """Where the Embedder may stream a long file's frames (frame-level features only)."""
+        return self if self.info.frame_level and not self.info.units else None
 
     # -- adding results --------------------------------------------------------------------------
 
@@ -242,22 +233,25 @@ class FeatureWriter:
         self._buffer.failures.append((index, name, " ".join(str(error).split()) or "unknown error"))
         self._maybe_commit()
 
-    def _checked_features(self, name: str, features: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+    def _checked_features(self, name: str, features: Mapping[Layer, np.ndarray]) -> dict[Layer, np.ndarray]:
         """In the storage dtype, not copied when already in it (a long file's frames are big): the arrays
         are kept until committed and must not be modified meanwhile. Wrong shapes are a caller bug that
         would corrupt the columns."""
-        info = self.info
-        missing = [k for k in info.layers if k not in features]
+        info, columns = self.info, self.info.columns()
+        missing = [c.key for c in columns if c.key not in features]
         if missing:
-            raise W2VEmbedError(f"{name}: features lack layers {missing}; expected layers {list(info.layers)}")
-        arrays = {k: np.asarray(features[k], dtype=self._dtype) for k in info.layers}
+            what = "units" if info.units else "layers"
+            raise W2VEmbedError(f"{name}: features lack {what} {missing}; expected {what} {[c.key for c in columns]}")
+        arrays = {c.key: np.asarray(features[c.key], dtype=c.dtype) for c in columns}
         if info.has_offsets:
-            lengths = {a.shape[0] if a.ndim == 2 else -1 for a in arrays.values()}
-            ok = all(a.ndim == 2 and a.shape[1] == info.width for a in arrays.values()) and len(lengths) == 1
+            lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
+            ok = all(a.shape[1:] == c.tail and a.ndim == 1 + len(c.tail) for c, a in zip(columns, arrays.values()))
+            ok = ok and len(lengths) == 1
             rows = "frames" if info.frame_level else "windows"
-            expected = f"({rows}, {info.width}) with the same number of {rows} for every layer"
+            expected = ("(frames,) in every column, alike" if info.units
+                        else f"({rows}, {info.width}) with the same number of {rows} for every layer")
         else:
-            ok = all(a.shape == (info.width,) for a in arrays.values())
+            ok = all(a.shape == c.tail for c, a in zip(columns, arrays.values()))
             expected = f"({info.width},)"
         if not ok:
             shapes = {k: a.shape for k, a in arrays.items()}
@@ -285,11 +279,11 @@ class FeatureWriter:
             return
         final = self.parts / f"seg-{self._next_segment:06d}.h5"
         self._next_segment += 1
-        buffer, self._buffer = self._buffer, _Buffer()
+        buffer, self._buffer = self._buffer, Buffer()
 
         def write() -> None:
             with writing(self.parts):
-                write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: _write_segment(t, self.info, buffer))
+                write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, buffer))
 
         if self._committer is not None and not wait:
             self._pending = (self._committer.submit(write), buffer)
@@ -323,8 +317,15 @@ class FeatureWriter:
             temp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
             sources = ([self.path] if self._merges_output() else []) + segment_files(self.parts)
             order = self.order if self.order is not None else "stored"
-            with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
-                write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info, order), self._lock.verify)
+            if self.finish is None:
+                with writing(self.path):  # the lock is checked again before the rename: a merge can take minutes
+                    write_atomically(self.path, temp, lambda t: merge_files(sources, t, self.info, order), self._lock.verify)
+            else:
+                merged = self.parts / "assembled.h5"
+                with writing(self.parts):
+                    merge_files(sources, merged, self.info, order)
+                self._lock.verify()
+                self.finish(merged, self.path)
             shutil.rmtree(self.parts, ignore_errors=True)  # a leftover is harmless: merge drops duplicates
         finally:
             self._finish()
@@ -341,9 +342,13 @@ class FeatureWriter:
         finally:
             self._finish()
 
-    def _merges_output(self) -> bool:
-        """Whether the existing OUT.h5 is part of this run's result (not when an --overwrite run replaces it)."""
+    def _finished(self) -> bool:
+        """Whether OUT is a finished earlier result (not when an --overwrite run is replacing it)."""
         return self.path.exists() and not (self.parts / REPLACES_MARKER).exists()
+
+    def _merges_output(self) -> bool:
+        """Whether the existing OUT.h5 is part of this run's result."""
+        return self.finish is None and self._finished()
 
     def _finish(self) -> None:
         for name in list(self._streams):  # files cut off mid-way: redone on resume, never half-present
@@ -365,35 +370,3 @@ class FeatureWriter:
             self.close()
         else:
             self.abort()
-
-
-def _write_segment(path: Path, info: RunInfo, buffer: _Buffer) -> None:
-    entries = sorted(buffer.entries, key=lambda e: e.index)  # in input order: the final merge copies runs of rows
-    lengths = [len(e.features[info.layers[0]]) for e in entries] if info.has_offsets else []
-    with create_h5(path) as f:
-        failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
-        create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
-        if entries:
-            f["paths"][:] = encode_strings([e.name for e in entries])
-            f["input_index"][:] = [e.index for e in entries]
-            f["num_samples"][:] = [e.num_samples for e in entries]
-            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        if info.has_offsets:
-            f["offsets"][:] = offsets
-        for layer in info.layers:
-            if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
-                for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
-                    f[dataset_name(layer)][start:stop] = entry.features[layer]
-            elif entries:
-                f[dataset_name(layer)][:] = np.stack([e.features[layer] for e in entries])
-        if info.segments and entries:
-            f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
-            f["segment_start"][:] = [e.segment[1] for e in entries]
-            f["segment_end"][:] = [e.segment[2] for e in entries]
-            f[TRUNCATED][:] = [e.truncated for e in entries]
-        if info.windowed and entries:
-            times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
-                     for n, e in zip(lengths, entries)]
-            for name, column in zip(WINDOW_DATASETS, zip(*times)):
-                f[name][:] = np.concatenate(column)

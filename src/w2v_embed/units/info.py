@@ -22,10 +22,11 @@ def units_summary(path: str | Path) -> dict[str, Any] | None:
     if magic == b"\x89HDF\r\n\x1a\n":
         import h5py
 
-        from .sinks import UNITS_FORMAT, read_units_summary
+        from ..store.layout import UNITS_READABLE
+        from .sinks import read_units_summary
 
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != UNITS_FORMAT:
+            if f.attrs.get("format") not in UNITS_READABLE:
                 return None
         summary = read_units_summary(path)
         summary["failed files"] = len(summary.pop("failed"))
