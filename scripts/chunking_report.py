@@ -111,8 +111,7 @@ def main() -> None:
         from bench import peak
 
         cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {args.threads} threads"
-        throughput_table(models[-1], candidates, args.rounds, args.seconds, args.clip_seconds, args.threads,
-                         workdir, cpu)
+        throughput_table(models[-1], candidates, args.rounds, args.clip_seconds, args.threads, workdir, cpu)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ A candidate is (chunk seconds kept, context seconds each side, conv once). "Conv
 measured here only: the exported graph split at the conv stack's output with `onnx` (the first graph
 runs over the file in long pieces overlapping by one receptive field, the second only on the
 transformer windows), to learn what running the conv stack once over a file would gain before it is
-built into the export. Clips and long files are cut from the same speech-like signal, pre-decoded:
-the model and chunking, not decoding, are measured. Every round runs the clips, then each candidate,
-so all see the same load; ratios are paired per round.
+built into the export. Model-only, on a speech-like signal: a long file's steady state is its interior
+chunks, so one interior chunk is timed per candidate (the file's first and last chunks have context on
+one side only). Every round runs the clips, then each candidate, so all see the same load; ratios are
+paired per round.
 """
 
 from __future__ import annotations
@@ -133,48 +134,63 @@ class ConvOnce:
         return [f.mean(axis=0) for f in frames] if pool else frames
 
 
-def long_vs_clips(model: Path, candidates: list[Candidate], rounds: int, long_seconds: float, clip_seconds: float,
-                  threads: int, workdir: Path) -> dict[Candidate, list[float]]:
-    """Per candidate, the long file's ×real-time over the clips' in the same round (all layers, mean pooled)."""
-    from w2v_embed.embedder import EmbedOptions, Embedder
+def interior_vs_clips(model: Path, candidates: list[Candidate], rounds: int, clip_seconds: float, threads: int,
+                      workdir: Path) -> dict[Candidate, list[float]]:
+    """Per candidate, audio seconds kept per second of an interior chunk (context on both sides: what
+    almost every chunk of an hours-long file is), over the clips' ×real-time in the same round.
 
-    signal = speech_like(long_seconds)
+    Clips run as extract batches them (20 s of audio per batch on CPU); a plain candidate runs its
+    window (chunk + 2 × context) through the whole graph; conv once runs the conv graph over the
+    chunk's own audio (the pieces of a file do not overlap beyond one receptive field) and the
+    transformer graph over the window's conv features. Each timing is the best of two back to back.
+    All layers are computed, as for `--layers all` or `last`.
+    """
+    from w2v_embed.runtime import OnnxModel
+
+    onnx = OnnxModel(model, device="cpu", threads=threads)
+    layers = list(range(onnx.info.num_layers + 1))
+    signal = speech_like(max(40.0, 2 * clip_seconds, *(c.chunk + 2 * c.context for c in candidates)))
     clip = int(clip_seconds * 16_000)
-    clips = [signal[i : i + clip] for i in range(0, len(signal) - clip + 1, clip)]
-    clip_audio = len(clips) * clip_seconds
-    embedder = Embedder(model, device="cpu", threads=threads, options=EmbedOptions("all", "mean"))
+    rows = max(1, int(20.0 // clip_seconds))
+    clips = (np.stack([signal[i * clip : (i + 1) * clip] for i in range(rows)]), np.full(rows, clip, np.int64))
     conv_once = ConvOnce(model, workdir, threads) if any(c.conv_once for c in candidates) else None
 
-    def timed(run) -> float:
-        started = time.perf_counter()
-        run()
-        return time.perf_counter() - started
+    def best(run) -> float:
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        return min(times)
 
-    def long_run(c: Candidate):
-        if c.conv_once:
-            return lambda: conv_once.embed(signal, c.chunk, c.context, pool=True)
-        chunked = embedder.with_options(chunk_seconds=c.chunk, context_seconds=c.context)
-        return lambda: list(chunked.embed_stream([(0, signal)]))
+    def window_run(c: Candidate):
+        n = int((c.chunk + 2 * c.context) * 16_000)
+        x = signal[None, :n]
+        if not c.conv_once:
+            return lambda: onnx.run(x, np.array([n]), layers)
+        feats = conv_once.conv.run([conv_once.cut], {"input_values": x, "lengths": np.array([n])})[0]
+        piece = signal[None, : int(c.chunk * 16_000)]
+        return lambda: (conv_once.conv.run([conv_once.cut], {"input_values": piece, "lengths": np.array([piece.shape[1]])}),
+                        conv_once.rest.run(conv_once.outputs, {conv_once.cut: feats, "lengths": np.array([n])}))
 
-    runs = {c: long_run(c) for c in candidates}
+    runs = {c: window_run(c) for c in candidates}
     ratios: dict[Candidate, list[float]] = {c: [] for c in candidates}
-    list(embedder.embed_stream(enumerate(clips)))  # warm-up: sessions, arenas
-    for run in runs.values():
+    for run in [lambda: onnx.run(*clips, layers), *runs.values()]:  # warm-up: arenas at every width
         run()
     for _ in range(rounds):
-        clips_rt = clip_audio / timed(lambda: list(embedder.embed_stream(enumerate(clips))))
+        clips_rt = rows * clip_seconds / best(lambda: onnx.run(*clips, layers))
         for c, run in runs.items():
-            ratios[c].append(long_seconds / timed(run) / clips_rt)
+            ratios[c].append(c.chunk / best(run) / clips_rt)
         print(f"# round: clips {clips_rt:.1f}× real-time; " + ", ".join(f"{c}: {r[-1]:.3f}" for c, r in ratios.items()),
               file=sys.stderr, flush=True)
     return ratios
 
 
-def throughput_table(model: Path, candidates: list[Candidate], rounds: int, long_seconds: float, clip_seconds: float,
-                     threads: int, workdir: Path, cpu: str) -> dict[Candidate, list[float]]:
-    ratios = long_vs_clips(model, candidates, rounds, long_seconds, clip_seconds, threads, workdir)
-    table = Table(f"Long file ({long_seconds:g} s) ×real-time / {clip_seconds:g} s clips' in the same round, "
-                  f"{model.name}, all layers, mean; {rounds} interleaved rounds; {cpu}",
+def throughput_table(model: Path, candidates: list[Candidate], rounds: int, clip_seconds: float, threads: int,
+                     workdir: Path, cpu: str) -> dict[Candidate, list[float]]:
+    ratios = interior_vs_clips(model, candidates, rounds, clip_seconds, threads, workdir)
+    table = Table(f"Long files: audio kept per second of an interior chunk / {clip_seconds:g} s clips' ×real-time in "
+                  f"the same round, {model.name}, all layers; {rounds} interleaved rounds; {cpu}",
                   ["candidate", "fraction of clip throughput: min / median (±half-spread)", "median"])
     for c, values in ratios.items():
         table.row(str(c), spread(values), f"{statistics.median(values):.3f}")

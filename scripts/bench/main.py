@@ -36,8 +36,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--segments-minutes", type=float, default=0.0,
                         help="also a recording this long as diarization-like turns: --segments vs the whole file")
     parser.add_argument("--chunking", nargs="*", metavar="CHUNK:CONTEXT[:conv]",
-                        help="long file vs clips per chunking candidate, interleaved (default: scripts/chunking_report.py's)")
-    parser.add_argument("--long-seconds", type=float, default=120.0, help="the long file of --chunking")
+                        help="long files vs clips per chunking candidate, interleaved (default: scripts/chunking_report.py's)")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -148,4 +147,4 @@ def _chunking_rows(opts, workdir: Path, cpu: str) -> None:
 
     model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
     candidates = [parse_candidate(c) for c in opts.chunking or CANDIDATES]
-    throughput_table(model, candidates, opts.rounds, opts.long_seconds, opts.clip_seconds, opts.threads, workdir, cpu)
+    throughput_table(model, candidates, opts.rounds, opts.clip_seconds, opts.threads, workdir, cpu)
