@@ -142,7 +142,8 @@ def interior_vs_clips(model: Path, candidates: list[Candidate], rounds: int, cli
     Clips run as extract batches them (20 s of audio per batch on CPU); a plain candidate runs its
     window (chunk + 2 × context) through the whole graph; conv once runs the conv graph over the
     chunk's own audio (the pieces of a file do not overlap beyond one receptive field) and the
-    transformer graph over the window's conv features. Each timing is the best of two back to back.
+    transformer graph over the window's conv features. Each timing is the best of two back to back, and the clips run
+    again right before each candidate.
     All layers are computed, as for `--layers all` or `last`.
     """
     from w2v_embed.runtime import OnnxModel
@@ -178,11 +179,10 @@ def interior_vs_clips(model: Path, candidates: list[Candidate], rounds: int, cli
     for run in [lambda: onnx.run(*clips, layers), *runs.values()]:  # warm-up: arenas at every width
         run()
     for _ in range(rounds):
-        clips_rt = rows * clip_seconds / best(lambda: onnx.run(*clips, layers))
-        for c, run in runs.items():
+        for c, run in runs.items():  # the clips right before each candidate: other work on the cores comes in bursts
+            clips_rt = rows * clip_seconds / best(lambda: onnx.run(*clips, layers))
             ratios[c].append(c.chunk / best(run) / clips_rt)
-        print(f"# round: clips {clips_rt:.1f}× real-time; " + ", ".join(f"{c}: {r[-1]:.3f}" for c, r in ratios.items()),
-              file=sys.stderr, flush=True)
+        print("# round: " + ", ".join(f"{c}: {r[-1]:.3f}" for c, r in ratios.items()), file=sys.stderr, flush=True)
     return ratios
 
 
