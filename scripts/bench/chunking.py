@@ -6,8 +6,8 @@ runs over the file in long pieces overlapping by one receptive field, the second
 transformer windows), to learn what running the conv stack once over a file would gain before it is
 built into the export. Model-only, on a speech-like signal: a long file's steady state is its interior
 chunks, so one interior chunk is timed per candidate (the file's first and last chunks have context on
-one side only). Every round runs the clips, then each candidate, so all see the same load; ratios are
-paired per round.
+one side only). Every round runs the clips right before each candidate, so both see the same load
+(other work on shared cores comes in bursts); ratios are paired.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from .common import Table, spread
 
 # chunk seconds kept : context seconds each side [: conv once]; the first is the default's
-CANDIDATES = ["20:2", "20:1", "20:0.5", "30:2", "30:1", "10:1", "20:2:conv", "20:1:conv", "30:2:conv"]
+CANDIDATES = ["20:2", "20:1.5", "20:1", "20:0.5", "30:2", "30:1.5", "30:1", "15:1", "10:1", "10:0.5", "20:2:conv"]
 CONV_PIECE_SECONDS = 20.0  # conv-once: samples per conv run (its largest tensor is 2 kB per sample)
 
 
