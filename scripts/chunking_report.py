@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="also the tiny random-weight test models")
     parser.add_argument("--base", nargs="*", choices=["base", "base-stable"], default=None,
                         help="also base-sized random-weight wav2vec2s (group norm; stable layer norm), exported once")
-    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--seconds", type=float, default=120.0, help="the long file (run whole: its attention is seconds² × 50² × heads × 4 bytes)")
     parser.add_argument("--candidates", nargs="+", default=CANDIDATES, help="CHUNK:CONTEXT[:conv] seconds")
     parser.add_argument("--throughput", action="store_true", help="also ×real-time vs clips, on the last model")
     parser.add_argument("--rounds", type=int, default=5)
