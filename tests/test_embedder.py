@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from conftest import VARIANTS, reference_states
+from conftest import VARIANTS, make_checkpoint, reference_states
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.layers import parse_layers
 from w2v_embed.errors import UsageError, W2VEmbedError
@@ -159,3 +159,18 @@ def test_long_frame_level_files_are_streamed_and_equal_held_ones(onnx_model, tmp
     assert held.keys() == streamed.keys()
     for name in held:
         np.testing.assert_array_equal(held[name], streamed[name])
+
+
+def test_default_context_covers_the_positional_conv(tmp_path):
+    """wav2vec2's positional conv spans 128 frames (±1.28 s): the default 2 s of context gives every
+    kept frame its whole window, so layer 0 of a layer-norm model is exact at chunk edges too (1 s is not)."""
+    from w2v_embed.export import ExportOptions, export_model  # imports torch: only this test needs it
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", "stable", num_conv_pos_embeddings=128)
+    model = export_model(str(checkpoint), ExportOptions(output=tmp_path / "pos128.onnx")).path
+    x = np.random.default_rng(12).standard_normal(16_000 * 45).astype(np.float32)
+    whole = Embedder(model, device="cpu", options=EmbedOptions((0,), "none", chunk_seconds=0)).embed(x, 16_000)[0]
+    default = Embedder(model, device="cpu", options=EmbedOptions((0,), "none"))
+    np.testing.assert_allclose(default.embed(x, 16_000)[0], whole, atol=1e-4)
+    short = default.with_options(context_seconds=1.0).embed(x, 16_000)[0]
+    assert np.abs(short - whole).max() > 1e-3  # the premise: a shorter context does change edge frames

@@ -14,6 +14,9 @@ ENTRY = Path(__file__).resolve().parents[1] / "bench.py"
 NAN = float("nan")
 SIZES = {
     "base": dict(),
+    # base's width and depth with large's stable layer norm (no group norm): chunking's effect on the
+    # transformer alone (scripts/chunking_report.py).
+    "base-stable": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
     "large": dict(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
         feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,

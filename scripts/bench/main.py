@@ -47,6 +47,8 @@ def parse() -> argparse.Namespace:
                              "--rounds interleaved rounds")
     parser.add_argument("--kmeans-frames", type=int, nargs="*", default=[],
                         help="only the units cases: k-means fits of K=500 on this many frames each (needs --files)")
+    parser.add_argument("--chunking", nargs="*", metavar="CHUNK:CONTEXT[:conv]",
+                        help="long files vs clips per chunking candidate, interleaved (default: scripts/chunking_report.py's)")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -89,6 +91,8 @@ def main() -> None:
     _io_rows(table, opts, workdir)
     for index, size in enumerate([None] if opts.model else opts.sizes):
         _size_rows(table, opts, base, workdir, size, index, ceiling, seconds)
+    if opts.chunking is not None:
+        _chunking_rows(opts, workdir, cpu)
     if opts.runtimes or opts.startup:
         from .runtimes import compare_runtimes, compare_startup
 
@@ -190,3 +194,12 @@ def _io_rows(table, opts, workdir: Path) -> None:
             result = run_child("decode", {"corpus": str(workdir / "corpus"), "workers": workers, "threads": opts.threads})
             table.row("-", f"decode + resample to 16 kHz only (corpus), {workers} worker thread{'s' * (workers > 1)}",
                       result["realtime"], NAN, NAN, result["rss"], NAN)
+
+
+def _chunking_rows(opts, workdir: Path, cpu: str) -> None:
+    """Long file ×real-time as a fraction of clips', per chunking candidate (scripts/bench/chunking.py)."""
+    from .chunking import CANDIDATES, parse_candidate, throughput_table
+
+    model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+    candidates = [parse_candidate(c) for c in opts.chunking or CANDIDATES]
+    throughput_table(model, candidates, opts.rounds, opts.clip_seconds, opts.threads, workdir, cpu)
