@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,16 @@ def test_the_assignment_runs_blas_on_one_thread_while_the_model_has_the_cpu(onnx
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         summary = extract(discover([str(p) for p in corpus if p.name != "broken.wav"][:3]), io.StringIO(), embedder, units=units)
     assert summary.ok == 3 and seen and set(seen) == {1}
+
+
+def test_without_threadpoolctl_the_units_are_the_same(onnx_model, corpus, codebooks, monkeypatch):
+    """threadpoolctl is in the units extra, not a core dependency: `--units` with a .npy needs numpy only."""
+    embedder = Embedder(onnx_model("group"), device="cpu", options=EmbedOptions("0"))
+    units, embedder = prepare(codebooks[0], embedder, str(LAYER))
+    files = [str(p) for p in corpus if p.name != "broken.wav"][:2]
+    with_it = io.StringIO()
+    extract(discover(files), with_it, embedder, units=units)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails as if not installed
+    without = io.StringIO()
+    summary = extract(discover(files), without, embedder, units=units)
+    assert summary.ok == 2 and without.getvalue() == with_it.getvalue() and '"units"' in with_it.getvalue()

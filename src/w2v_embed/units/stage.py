@@ -113,9 +113,13 @@ class UnitsEngine:
 
 def _blas_threads(device: str) -> AbstractContextManager[Any]:
     """One BLAS thread for the assignment while the model runs on the CPU: numpy's BLAS threads spin after
-    each product and took cores from ONNX Runtime (--units ran at 0.93× of --pool mean on 2 cores)."""
+    each product and took cores from ONNX Runtime (--units ran at 0.93× of --pool mean on 2 cores).
+    threadpoolctl comes with the units extra (and scikit-learn); without it the units are the same, a little slower."""
     if device != "cpu":
         return nullcontext()
-    from threadpoolctl import threadpool_limits
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
 
     return threadpool_limits(1, user_api="blas")
