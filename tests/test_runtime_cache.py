@@ -49,7 +49,10 @@ def test_second_session_is_served_from_the_cache(onnx_model, cache, loads):
 
 
 def test_each_graph_cut_has_its_own_entry(onnx_model, cache, loads):
-    cut, whole = _run(onnx_model("stable"), [1]), _run(onnx_model("stable"), [1, "last"])
+    model = onnx_model("stable")  # run alone, this exports (and verifies) it here: not what is counted
+    shutil.rmtree(cache, ignore_errors=True)
+    loads.clear()
+    cut, whole = _run(model, [1]), _run(model, [1, "last"])
     assert len(list(cache.glob("*.onnx"))) == 2 and loads == [("hidden_state_0", "hidden_state_1"), None]
     again = OnnxModel(onnx_model("stable"), device="cpu", runtime="onnxruntime")
     np.testing.assert_allclose(again.run(X, LENGTHS, [1])[1], cut[1], atol=1e-6)
@@ -79,6 +82,8 @@ def test_changed_model_is_not_served_from_the_cache(onnx_model, cache, loads, tm
 
 
 def test_cache_off_or_unwritable_runs_without_it(onnx_model, tmp_path, monkeypatch, loads):
+    onnx_model("group")  # run alone, this exports (and verifies) it here: not what is counted
+    loads.clear()
     monkeypatch.setenv("W2V_EMBED_CACHE", "off")
     expected = _run(onnx_model("group"))["last"]
     blocked = tmp_path / "file"
@@ -109,3 +114,28 @@ def test_openvino_compiles_into_its_cache_folder(onnx_model, tmp_path, monkeypat
     second = OnnxModel(onnx_model("group"), device="cpu", runtime="openvino").run(X, LENGTHS, ["last"])["last"]
     np.testing.assert_array_equal(first, second)
     assert list((tmp_path / "openvino").rglob("*.blob")) == blobs
+
+
+def test_a_models_sha256_is_remembered_per_file_identity_and_never_stale(tmp_path, monkeypatch):
+    """Hashing a model costs ~0.3 s a GB at every start; the digest is kept per (inode, size, mtime, ctime),
+    and a rewrite of the same size with the old mtime put back (ctime cannot be) is hashed again."""
+    import hashlib
+    import os
+
+    from w2v_embed.runtime import cache as runtime_cache
+
+    monkeypatch.setenv("W2V_EMBED_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"a" * 100_000)
+    hashed = []
+    original = runtime_cache.hash_files
+    monkeypatch.setattr(runtime_cache, "hash_files", lambda files: hashed.append(files) or original(files))
+    first = runtime_cache.files_sha256([model])
+    assert first == hashlib.sha256(b"a" * 100_000).hexdigest() and len(hashed) == 1
+    assert runtime_cache.files_sha256([model]) == first and len(hashed) == 1  # remembered: not read again
+    before = os.stat(model)
+    model.write_bytes(b"b" * 100_000)
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert runtime_cache.files_sha256([model]) == hashlib.sha256(b"b" * 100_000).hexdigest() and len(hashed) == 2
+    monkeypatch.setenv("W2V_EMBED_CACHE", "off")
+    assert runtime_cache.files_sha256([model]) == hashlib.sha256(b"b" * 100_000).hexdigest() and len(hashed) == 3

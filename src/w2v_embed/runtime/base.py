@@ -10,7 +10,6 @@ describe the model so that no checkpoint is needed at extraction time.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from ..chunking import FrameGrid
 from ..errors import UsageError, W2VEmbedError
 from ..graphcut import read_metadata
 from ..layers import LAST, Layer, depth, output_name
+from .cache import files_sha256
 
 INPUT_NAMES = ("input_values", "lengths")
 METADATA_PREFIX = "w2v_embed."
@@ -213,13 +213,8 @@ class OnnxModel:
     def sha256(self) -> str:
         """Of the file itself (and its external data file), as loaded: the metadata's weights hash is the
         checkpoint's, the same for its int8 and float16 exports and for a copy with damaged bytes."""
-        digest = hashlib.sha256()
         files = [self.path] + ([self.path.parent / self.info.external_data] if self.info.external_data else [])
-        for file in files:
-            with file.open("rb") as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-        return digest.hexdigest()
+        return files_sha256(files)
 
     @property
     def device(self) -> str:
