@@ -119,12 +119,13 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
             table.row(label, f"export + verification: {exported['seconds']:.0f} s, {exported['bytes'] / 1e9:.2f} GB "
                       f"(max diff {exported['max_abs_diff']:.1e})", NAN, NAN, NAN, exported["rss"], NAN)
     base = {**base, "model": str(model), "checkpoint": str(checkpoint)}
+    mid = min(6, _num_layers(model))  # the early-exit row: layer 6, or the last of a smaller model (-m)
     plan = [("onnx", "w2v-embed model-only, all layers", None, {}),
-            ("onnx", "w2v-embed model-only, --layers 6", 6, {"layers": [6]})]
+            ("onnx", f"w2v-embed model-only, --layers {mid}", mid, {"layers": [mid]})]
     if opts.int8 and checkpoint:
         int8 = make_model(size, workdir, "int8")[1]["path"]
         plan += [("onnx", "w2v-embed int8 model-only, all layers", None, {"model": int8}),
-                 ("onnx", "w2v-embed int8 model-only, --layers 6", 6, {"model": int8, "layers": [6]})]
+                 ("onnx", f"w2v-embed int8 model-only, --layers {mid}", mid, {"model": int8, "layers": [mid]})]
     if checkpoint:
         plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None, {}))
     if opts.files and index == 0:
@@ -177,8 +178,16 @@ def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: lis
         if results[0].get("frontend"):
             name += f" (front end alone {statistics.median(r['frontend'] for r in results):.0f}× real-time)"
         table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
-                  f"{100 * gflops / ceiling:.0f}%", statistics.median(r["rss"] for r in results), ratio)
+                  f"{100 * gflops / ceiling:.0f}%" if gflops == gflops else NAN,  # NaN: FLOPs unknown for -m
+                  statistics.median(r["rss"] for r in results), ratio)
     return statistics.median(eager) if eager else None
+
+
+def _num_layers(model: Path) -> int:
+    from w2v_embed.graphcut import read_metadata
+    from w2v_embed.runtime import ModelInfo
+
+    return ModelInfo.from_metadata(read_metadata(model)).num_layers
 
 
 def _io_rows(table, opts, workdir: Path) -> None:
