@@ -60,7 +60,7 @@ def main() -> None:
     ceiling, numpy = peak.ort_matmul_peak(opts.threads), peak.numpy_peak(opts.threads)
     cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {opts.threads} threads"
     print(f"# {cpu}; ONNX Runtime MatMul peak {ceiling:.0f} GFLOP/s (numpy {numpy:.0f}); "
-          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats}")
+          f"{opts.clip_seconds:g} s clips, medians of {opts.repeats} per process, {opts.rounds} interleaved rounds")
     base = dict(threads=opts.threads, device=opts.device, clip_seconds=opts.clip_seconds, repeats=opts.repeats,
                 workdir=str(workdir), corpus=str(workdir / "corpus"), ray_node_ip=opts.ray_node_ip)
     seconds = make_corpus(workdir / "corpus", opts.files) if opts.files else 0.0
