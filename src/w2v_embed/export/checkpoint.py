@@ -6,7 +6,6 @@ fail with an actionable message when the `export` extra is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from typing import Any
 
 from ..architecture import config_problem
 from ..errors import UsageError, W2VEmbedError
+from ..runtime.cache import hash_files
 from . import adapters
 from .weights import INDEX_SUFFIX, WEIGHT_FILES, WEIGHT_G, find_weights, read_state_dict
 
@@ -70,12 +70,7 @@ class Checkpoint:
 
     def weights_sha256(self) -> str:
         """Of the weights the model is built from: the files, then the adapter file if any."""
-        digest = hashlib.sha256()
-        for path in (*self.weights, *([self.adapter_file] if self.adapter_file else [])):
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        return digest.hexdigest()
+        return hash_files([*self.weights, *([self.adapter_file] if self.adapter_file else [])])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -80,6 +80,7 @@ def files_sha256(files: Sequence[Path]) -> str:
 
 
 def hash_files(files: Sequence[Path]) -> str:
+    """sha256 of the files' bytes in order, read a MB at a time (models and indexes run to GBs)."""
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as f:

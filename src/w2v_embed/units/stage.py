@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..layers import Layer, parse_layers
+from ..runtime.cache import hash_files
 from ..store.layout import RunInfo
 from .codebook import Centroids, Codebook, check_model, layer_for, load_codebook
 
@@ -43,7 +44,7 @@ def codebook_sha256(codebook: Codebook, path: str | Path) -> str:
     if isinstance(codebook, Centroids):
         c = codebook.centroids
         return hashlib.sha256(f"{c.shape}".encode() + c.tobytes()).hexdigest()
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hash_files([Path(path)])
 
 
 def prepare(path: str | Path, embedder: Any, layers: str | None, dedup: bool = False,
