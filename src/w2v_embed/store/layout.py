@@ -85,6 +85,11 @@ def read_strings(dataset: h5py.Dataset) -> list[str]:
     return [str(s) for s in dataset.asstr(errors="surrogateescape")[()]]
 
 
+def read_failures(f: h5py.File) -> list[tuple[str, str]]:
+    """(path, reason) of every failed input, as stored under /failed."""
+    return list(zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])))
+
+
 def encode_strings(strings: list[str]) -> np.ndarray:
     """File names as the file system's bytes: UTF-8 for ordinary names, and any other name (e.g. Latin-1
     'caf\\xe9.wav', which Python holds as 'caf\\udce9.wav') byte for byte, where strict UTF-8 would crash."""

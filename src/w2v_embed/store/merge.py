@@ -24,6 +24,7 @@ from .layout import (
     check_rows,
     create_layout,
     open_output,
+    read_failures,
     read_strings,
 )
 
@@ -60,7 +61,7 @@ def _plan(paths: list[Path], info: RunInfo) -> tuple[list[_Source], list[tuple[s
                 keep[i] = name not in stored
                 stored.add(name)
             index = f["input_index"][()] if "input_index" in f else None
-            for name, error in zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])):
+            for name, error in read_failures(f):
                 failures[name] = error
         sources.append(_Source(path, keep, names, index, offsets))
     return sources, [(n, e) for n, e in failures.items() if n not in stored]

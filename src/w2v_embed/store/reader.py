@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..layers import Layer, dataset_name, from_text
-from .layout import TRUNCATED, RunInfo, check_rows, open_finished, read_strings, stored_info
+from .layout import TRUNCATED, RunInfo, check_rows, open_finished, read_failures, read_strings, stored_info
 
 
 def load(path: str | Path, layer: Layer | None = None) -> tuple[list[str], np.ndarray] | dict[str, np.ndarray]:
@@ -47,7 +47,7 @@ def read_summary(path: str | Path) -> dict[str, Any]:
             summary[rows] = int(f["offsets"][-1]) if f["offsets"].shape[0] else 0
         if TRUNCATED in f:
             summary["truncated"] = int((f[TRUNCATED][()] > 0).sum())
-        summary["failed"] = list(zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])))
+        summary["failed"] = read_failures(f)
     return summary
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import W2VEmbedError
 from ..store.files import fsync_dir, write_atomically, writing
-from ..store.layout import UNITS_READABLE, RunInfo, read_strings
+from ..store.layout import UNITS_READABLE, RunInfo, read_failures, read_strings
 
 KM_BLOCK = 1 << 22  # units read at a time while writing the text
 
@@ -38,7 +38,7 @@ def write_km(source: Path, km: Path) -> Path:
     with h5py.File(source, "r") as f, writing(km):
         offsets = f["offsets"][()]
         texts = [(km.with_name(km.name + ".dur"), f["durations"])] if "durations" in f else []
-        failures = list(zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])))
+        failures = read_failures(f)
         failed = km.with_name(km.name + ".failed")
         if failures:
             text = "".join(f"{name}\t{' '.join(error.split())}\n" for name, error in failures)
@@ -99,5 +99,5 @@ def read_units_summary(path: str | Path) -> dict[str, Any]:
         summary["files"] = int(f["paths"].shape[0])
         summary["units"] = int(f["units"].shape[0])
         summary["audio_seconds"] = float(f["num_samples"][()].sum()) / int(f.attrs.get("sample_rate", 16000))
-        summary["failed"] = list(zip(read_strings(f["failed/paths"]), read_strings(f["failed/errors"])))
+        summary["failed"] = read_failures(f)
     return summary
