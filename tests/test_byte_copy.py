@@ -6,6 +6,7 @@ earlier (chunked) layout, and without copy_file_range."""
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 import h5py
@@ -156,3 +157,33 @@ def test_frame_level_extract_is_byte_equal_to_the_hdf5_copy(onnx_model, tmp_path
     assert datasets(tmp_path / "copied.h5") == datasets(tmp_path / "hdf5.h5")
     out = w2v_embed.open(tmp_path / "copied.h5", layers=["last"])
     assert out.paths == [f.name for f in files] and len(out[files[6].name]["last"]) == 449  # 9 s at 50 frames/s
+
+
+def test_copy_range_starts_writeback_of_each_block_it_copies(tmp_path, monkeypatch):
+    """The final file's fsync follows the copy: each copied block is handed to writeback at once."""
+    from w2v_embed.store import files
+
+    data = np.random.default_rng(0).bytes(10_000)
+    (tmp_path / "src").write_bytes(data)
+    started: list[tuple[int, int]] = []
+    real = files.start_writeback
+    monkeypatch.setattr(files, "_BLOCK", 4096)
+    monkeypatch.setattr(files, "start_writeback", lambda fd, at, count: (started.append((at, count)), real(fd, at, count)))
+    source = open(tmp_path / "src", "rb")
+    with open(tmp_path / "dst", "wb") as target:
+        files.copy_range(source.fileno(), 1000, target.fileno(), 7, 9000)
+    source.close()
+    assert (tmp_path / "dst").read_bytes() == b"\0" * 7 + data[1000:]
+    assert started == [(7, 4096), (4103, 4096), (8199, 808)]
+
+
+def test_start_writeback_is_best_effort(tmp_path, monkeypatch):
+    """Not a regular file, or no sync_file_range (not Linux): nothing happens, nothing is raised."""
+    from w2v_embed.store import files
+
+    read, write_end = os.pipe()
+    files.start_writeback(write_end, 0, 100)
+    monkeypatch.setattr(files, "_sync_file_range", lambda: None)
+    files.start_writeback(write_end, 0, 100)
+    for fd in (read, write_end):
+        os.close(fd)

