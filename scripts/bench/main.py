@@ -49,6 +49,8 @@ def parse() -> argparse.Namespace:
                         help="only the units cases: k-means fits of K=500 on this many frames each (needs --files)")
     parser.add_argument("--chunking", nargs="*", metavar="CHUNK:CONTEXT[:conv]",
                         help="long files vs clips per chunking candidate, interleaved (default: scripts/chunking_report.py's)")
+    parser.add_argument("--fused-attention", action="store_true",
+                        help="only this case: the export with MultiHeadAttention fused in by hand vs as exported")
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args()
 
@@ -56,6 +58,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     opts = parse()
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="w2v-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.environ["OMP_NUM_THREADS"] = str(opts.threads)  # numpy's BLAS, for its peak below
     ceiling, numpy = peak.ort_matmul_peak(opts.threads), peak.numpy_peak(opts.threads)
     cpu = f"{peak.cpu()}, {os.cpu_count()} cpus, {opts.threads} threads"
@@ -72,6 +75,12 @@ def main() -> None:
             model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
             print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
             compare_frames(model, base, opts.rounds, baseline=opts.frames_baseline)
+        return
+    if opts.fused_attention:
+        from .attention import compare_attention
+
+        model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
+        compare_attention(model, workdir, opts.rounds, opts.threads, cpu)
         return
     if opts.units or opts.kmeans_frames:
         from .units import kmeans_rows, units_rows
