@@ -66,7 +66,7 @@ def extract_shards(args: dict) -> dict:
     for i in range(2):
         part = work / f"shard.{i}.h5"
         options = ExtractOptions(mode="overwrite", shard=f"{i}/2", total_files=len(files))
-        summary = extract(select(files, Shard(i, 2)), part, embedder, options)
+        extract(select(files, Shard(i, 2)), part, embedder, options)
         parts.append(part)
     merge(work / "merged.h5", parts, overwrite=True)
     wall = time.perf_counter() - started
