@@ -148,7 +148,7 @@ def test_block_size_does_not_change_the_result(tmp_path, monkeypatch, block_seco
 def test_output_grows_when_frame_count_is_unknown(tmp_path):
     data = noise(3.0, 22050)
     blocks = (data[i : i + 1000] for i in range(0, len(data), 1000))
-    got = resample.resample_blocks(tmp_path / "x", blocks, 22050, TARGET_SAMPLE_RATE, None, None)
+    got = resample.resample_blocks(resample.Source(tmp_path / "x", blocks, 22050), TARGET_SAMPLE_RATE, None)
     want = reference(data, 22050)
     assert got.shape == want.shape and np.abs(got - want).max() <= TOL
 

@@ -26,7 +26,7 @@ import soundfile as sf
 from . import ffmpeg
 from .errors import AudioError, one_line
 from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
-from .resample import carve, past_end, resample_blocks
+from .resample import Source, carve, past_end, resample_blocks
 
 __all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode", "decode_segments",
            "ffmpeg_executable"]
@@ -86,7 +86,7 @@ def decode(
         block = max(int(rate * BLOCK_SECONDS), 1)
         try:
             expected = reader.frames if 0 < reader.frames <= rate * _MAX_PREALLOC_SECONDS else None
-            samples = resample_blocks(path, _sf_blocks(reader, block), rate, target_rate, channel, expected)
+            samples = resample_blocks(Source(path, _sf_blocks(reader, block), rate, channel), target_rate, expected)
             _check_complete(path, reader)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
@@ -131,7 +131,7 @@ def decode_segments(
         try:
             reader.seek(first)
             blocks = _sf_blocks(reader, max(int(rate * BLOCK_SECONDS), 1), stop - first)
-            outcomes = carve(path, blocks, first, spans, rate, target_rate, channel, slack=0)
+            outcomes = carve(Source(path, blocks, rate, channel, first), spans, target_rate)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"cannot decode {path}: {_sf_reason(exc)}") from exc
     return _decoded(outcomes, rate, channels, cut)
@@ -272,7 +272,7 @@ def _decode_with_ffmpeg(path: Path, channel: int | None, target_rate: int, sf_re
     with ffmpeg.pcm_stream(path, BLOCK_SECONDS, _libsndfile_reason(path, sf_reason)) as (rate, channels, blocks):
         _check_rate(path, rate)
         _check_channel(path, channel, channels)
-        samples = resample_blocks(path, blocks, rate, target_rate, channel, None)
+        samples = resample_blocks(Source(path, blocks, rate, channel), target_rate, None)
     return Decoded(samples, rate, channels)
 
 
@@ -288,7 +288,7 @@ def _segments_with_ffmpeg(
         _check_channel(path, channel, channels)
         spans = [_segment_frames(path, segment, rate, 0, 0.0) for segment in segments]  # ffmpeg finds the end as it goes
         slack = round(0.01 * rate)
-        outcomes = carve(path, blocks, round(start * rate), spans, rate, target_rate, channel, slack,
+        outcomes = carve(Source(path, blocks, rate, channel, round(start * rate)), spans, target_rate, slack,
                          overshoot=round(max_overshoot * rate))
     # A few frames short is ffmpeg's seek rounding, not an overshoot.
     outcomes = [o if isinstance(o, AudioError) or o[1] > slack else (o[0], 0) for o in outcomes]

@@ -1,6 +1,8 @@
 """Downmix and resample to the model's rate, one signal at a time.
 
-Blocks of (frames, channels) come from a decoder (libsndfile or ffmpeg, see audio.py); each signal
+A decoder (libsndfile or ffmpeg, see audio.py) hands over its output as one `Source`: blocks of
+(frames, channels) and what they are. Data flows one way, source → `resample_blocks` (the whole
+stream) or `carve` (spans of it) → samples; nothing calls back. Each signal
 has its own streaming soxr resampler, which gives the same samples as resampling the whole signal
 at once, so block boundaries never change the result. That is also why several segments can be
 carved out of one pass over a file (`carve`) and still equal each segment decoded on its own.
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,22 @@ def downmix(block: np.ndarray, channel: int | None) -> np.ndarray:
     if block.shape[1] == 1:
         return np.ascontiguousarray(block[:, 0])
     return block.mean(axis=1, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A decoder's output: float32 (frames, channels) blocks of `path` at `rate` Hz, the first block starting
+    at source frame `first`; `channel` is the one to keep (None: the mean of all)."""
+
+    path: Path
+    blocks: Iterable[np.ndarray]
+    rate: int
+    channel: int | None = None
+    first: int = 0
+
+    def mono(self) -> Iterator[np.ndarray]:
+        for block in self.blocks:
+            yield downmix(block, self.channel)
 
 
 class Resampled:
@@ -59,44 +78,34 @@ def _not_finite(path: Path) -> AudioError:
     return AudioError(f"cannot decode {path}: contains NaN or infinite samples")
 
 
-def resample_blocks(
-    path: Path,
-    blocks: Iterable[np.ndarray],
-    rate: int,
-    target_rate: int,
-    channel: int | None,
-    expected_frames: int | None,
-) -> np.ndarray:
-    """Downmix and resample (frames, channels) blocks into one preallocated 1-D float32 array."""
-    signal = Resampled(rate, target_rate, expected_frames)
-    for block in blocks:
-        mono = downmix(block, channel)
+def resample_blocks(source: Source, target_rate: int, expected_frames: int | None) -> np.ndarray:
+    """The whole source, downmixed and resampled into one preallocated 1-D float32 array (sized from
+    `expected_frames` where the header gives it)."""
+    signal = Resampled(source.rate, target_rate, expected_frames)
+    for mono in source.mono():
         if not np.isfinite(mono).all():
-            raise _not_finite(path)
+            raise _not_finite(source.path)
         signal.add(mono)
     if signal.frames == 0:
-        raise AudioError(f"cannot decode {path}: no audio (0 frames)")
+        raise AudioError(f"cannot decode {source.path}: no audio (0 frames)")
     return signal.finish()
 
 
 def carve(
-    path: Path,
-    blocks: Iterable[np.ndarray],
-    first: int,
+    source: Source,
     spans: Sequence[tuple[int, int] | AudioError],
-    rate: int,
     target_rate: int,
-    channel: int | None,
-    slack: int,
+    slack: int = 0,
     overshoot: int = 0,
 ) -> list[tuple[np.ndarray, int] | AudioError]:
-    """Blocks that start at source frame `first` → each (start, count) span's own resampled samples,
-    with the source frames it lacked at the audio's end.
+    """Each (start, count) span of source frames → its own resampled samples, with the source frames
+    it lacked at the audio's end.
 
     A span may end up to `overshoot` frames past the audio's end (ffmpeg, asked for a range, stops
     where the audio does; its seek may round by a few samples, hence the `slack`); beyond that, or
     starting at or past the end, it fails.
     """
+    path, rate = source.path, source.rate
     outcomes: list[tuple[np.ndarray, int] | AudioError] = [
         span if isinstance(span, AudioError)
         else AudioError(f"cannot decode {path}: the segment is shorter than one sample at {rate} Hz") if span[1] < 1
@@ -108,9 +117,8 @@ def carve(
     # its span's first piece: a group of thousands of short segments holds only a few at a time.
     upcoming = deque(sorted((i for i, o in enumerate(outcomes) if not isinstance(o, AudioError)), key=lambda i: spans[i]))
     active: dict[int, Resampled | None] = {}
-    position = first
-    for block in blocks:
-        mono = downmix(block, channel)
+    position = source.first
+    for mono in source.mono():
         end = position + len(mono)
         while upcoming and spans[upcoming[0]][0] < end:  # type: ignore[index]
             active[upcoming.popleft()] = None
