@@ -44,25 +44,26 @@ class JsonLinesWriter:
         self._order = InOrder(sorted(indices))  # rows finished out of order wait here for the ones before
 
     def add(self, row: Row) -> None:
+        self.done.add(row.name)
+        self._arrived(row.index, self._lines(row))
+
+    def _lines(self, row: Row) -> list[dict[str, Any]]:
+        """One row's JSON lines: one per file or segment, or one per window."""
         info = self.info
         segment = row.segment
         where = {"source_path": segment[0], "segment_start": segment[1], "segment_end": segment[2]} if segment else {}
         seconds = row.num_samples / info.sample_rate
         if info.units:
             columns = {str(c.key): np.asarray(row.features[c.key]).tolist() for c in info.columns()}
-            lines = [{"path": row.name, **where, "seconds": seconds, **columns}]
-        elif info.windowed:
-            arrays = {str(k): np.asarray(row.features[k], np.float32) for k in info.layers}
-            count = len(next(iter(arrays.values())))
-            starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds, seconds)
-            lines = [{"path": row.name, **where, "start": float(starts[w]), "end": float(ends[w]),
-                      "partial": bool(partial[w]), "layers": {k: v[w].tolist() for k, v in arrays.items()}}
-                     for w in range(count)]
-        else:
-            lines = [{"path": row.name, **where, "seconds": seconds,
-                      "layers": {str(k): np.asarray(row.features[k], np.float32).tolist() for k in info.layers}}]
-        self.done.add(row.name)
-        self._arrived(row.index, lines)
+            return [{"path": row.name, **where, "seconds": seconds, **columns}]
+        arrays = {str(k): np.asarray(row.features[k], np.float32) for k in info.layers}
+        if not info.windowed:
+            return [{"path": row.name, **where, "seconds": seconds, "layers": {k: v.tolist() for k, v in arrays.items()}}]
+        count = len(next(iter(arrays.values())))
+        starts, ends, partial = window_times(count, info.window_seconds, info.hop_seconds, seconds)
+        return [{"path": row.name, **where, "start": float(starts[w]), "end": float(ends[w]),
+                 "partial": bool(partial[w]), "layers": {k: v[w].tolist() for k, v in arrays.items()}}
+                for w in range(count)]
 
     def add_failure(self, index: int, name: str, error: str) -> None:
         """Failures are reported by the caller (stderr); stdout carries rows only."""
