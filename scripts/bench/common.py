@@ -8,7 +8,9 @@ import resource
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 ENTRY = Path(__file__).resolve().parents[1] / "bench.py"
 NAN = float("nan")
@@ -44,6 +46,7 @@ SIZES = {
     # relative_key positions 64 left / 8 right, input 160-dim stacked fbank).
     "w2v-bert-2.0": dict(model_type="wav2vec2-bert"),
 }
+T = TypeVar("T")
 CHILDREN: dict[str, object] = {}  # kind -> function(args) -> dict, filled by the case modules
 
 
@@ -110,6 +113,24 @@ def run_here(kind: str, args: dict) -> dict:
     from . import frames, model, pipeline, runtimes, units  # noqa: F401  (they register their children)
 
     return CHILDREN[kind]({**args, "kind": kind})
+
+
+def interleaved(cases: dict[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Every case once per round, the order rotated each round (no case always runs first, or always after
+    the same one), so all see the same load; each case's results in round order, so ratios pair by index."""
+    seen: dict[str, list[T]] = {name: [] for name in cases}
+    names = list(cases)
+    for number in range(rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            seen[name].append(cases[name]())
+    return seen
+
+
+def paired(numerators: list[float], denominators: list[float]) -> str:
+    """Per-round ratios as min / median."""
+    ratios = [a / b for a, b in zip(numerators, denominators)]
+    return f"{min(ratios):.2f} / {statistics.median(ratios):.2f}"
 
 
 def spread(values: list[float]) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import statistics
+from functools import partial
 from pathlib import Path
 
-from .common import Table, child, run_child, spread
+from .common import Table, child, interleaved, run_child, spread
 
 
 def compare_frames(model: Path, base: dict, rounds: int, layers: str = "all", baseline: Path | None = None) -> None:
@@ -26,13 +27,12 @@ def compare_frames(model: Path, base: dict, rounds: int, layers: str = "all", ba
         runs["frames (--pool none), baseline code"] = ({"pool": "none", "workdir": str(Path(base["workdir"]) / "baseline")},
                                                        {"PYTHONPATH": str(baseline)})
         (Path(base["workdir"]) / "baseline").mkdir(exist_ok=True)
-    seen: dict[str, list[dict]] = {what: [] for what in runs}
-    for round_number in range(rounds):
-        names = list(runs)
-        for what in names[round_number % len(names):] + names[: round_number % len(names)]:
-            extra, env = runs[what]
-            os.sync()
-            seen[what].append(run_child("extract", {**base, "model": str(model), "layers": layers, **extra}, env=env))
+
+    def run(extra: dict, env: dict | None) -> dict:
+        os.sync()
+        return run_child("extract", {**base, "model": str(model), "layers": layers, **extra}, env=env)
+
+    seen = interleaved({what: partial(run, *how) for what, how in runs.items()}, rounds)
     pooled = [r["wall"] for r in seen["pooled (mean)"]]
     for what, results in seen.items():
         walls = [r["wall"] for r in results]
@@ -54,13 +54,13 @@ def compare_writer(workdir: Path, rounds: int, gigabytes: float = 0.5, baseline:
                   "(seconds per GB: min / median (±half-spread))",
                   ["code", "held in add() (parts)", "held in close() (final file)", "total", "(stand-in + held) / stand-in"])
     codes = {"this code": None, **({"baseline code": {"PYTHONPATH": str(baseline)}} if baseline else {})}
-    seen: dict[str, list[dict]] = {code: [] for code in codes}
-    for round_number in range(rounds):
-        names = list(codes)
-        for code in names[round_number % len(names):] + names[: round_number % len(names)]:
-            os.sync()
-            args = {"workdir": str(workdir / "writer"), "gigabytes": gigabytes, "threads": 1, "realtime": realtime}
-            seen[code].append(run_child("frames-writer", args, env=codes[code]))
+    args = {"workdir": str(workdir / "writer"), "gigabytes": gigabytes, "threads": 1, "realtime": realtime}
+
+    def run(env: dict | None) -> dict:
+        os.sync()
+        return run_child("frames-writer", args, env=env)
+
+    seen = interleaved({code: partial(run, env) for code, env in codes.items()}, rounds)
     for code, results in seen.items():
         gb = results[-1]["gb"]
         table.row(code, *(spread([r[key] / gb for r in results]) for key in ("add", "close", "total")),

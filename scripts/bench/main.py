@@ -6,11 +6,12 @@ import argparse
 import os
 import statistics
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from . import peak
 from .audio import make_corpus, make_long_file
-from .common import NAN, SIZES, Table, flops_per_second_of_audio, make_model, run_child, spread
+from .common import NAN, SIZES, Table, flops_per_second_of_audio, interleaved, make_model, run_child, spread
 
 
 def parse() -> argparse.Namespace:
@@ -168,10 +169,8 @@ def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: lis
     ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
     peak RSS is the median over rounds (the first process of a model may also write the start-up cache).
     Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
-    seen: list[list[dict]] = [[] for _ in plan]
-    for _ in range(opts.rounds):
-        for results, (kind, _, _, extra) in zip(seen, plan):
-            results.append(run_child(kind, {**base, **extra}))
+    by_name = interleaved({name: partial(run_child, kind, {**base, **extra}) for kind, name, _, extra in plan}, opts.rounds)
+    seen = [by_name[name] for _, name, _, _ in plan]
     eager = [r["realtime"] for r in seen[0]] if plan[0][0] == "torch" else None
     for results, (kind, name, depth, _) in zip(seen, plan):
         speeds = [r["realtime"] for r in results]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from .common import Table, child, peak_rss, run_child, spread
+from .common import Table, child, interleaved, paired, peak_rss, run_child, spread
 
 
 def compare_runtimes(models: dict[str, Path], base: dict, rounds: int) -> None:
@@ -17,13 +18,14 @@ def compare_runtimes(models: dict[str, Path], base: dict, rounds: int) -> None:
                   f"{rounds} interleaved rounds (×real-time min / median (±half-spread))",
                   ["precision", "ONNX Runtime", "OpenVINO", "OpenVINO / ORT per round (min / median)"])
     for precision, model in models.items():
-        seen: dict[str, list[float]] = {"onnxruntime": [], "openvino": []}
-        for _ in range(rounds):
-            for runtime in seen:
-                seen[runtime].append(run_child("onnx", {**base, "model": str(model), "runtime": runtime})["best"])
-        ratios = [b / a for a, b in zip(seen["onnxruntime"], seen["openvino"])]
+        seen = interleaved({runtime: partial(_best, {**base, "model": str(model), "runtime": runtime})
+                            for runtime in ("onnxruntime", "openvino")}, rounds)
         table.row(precision, spread(seen["onnxruntime"]), spread(seen["openvino"]),
-                  f"{min(ratios):.2f} / {statistics.median(ratios):.2f}")
+                  paired(seen["openvino"], seen["onnxruntime"]))
+
+
+def _best(args: dict) -> float:
+    return run_child("onnx", args)["best"]
 
 
 def compare_startup(model: Path, base: dict, rounds: int) -> None:
@@ -35,11 +37,13 @@ def compare_startup(model: Path, base: dict, rounds: int) -> None:
     for runtime in ("onnxruntime", "openvino"):
         args = {**base, "model": str(model), "runtime": runtime}
         run_child("startup", args, env={"W2V_EMBED_CACHE": cache})  # fills the cache
-        cold, warm = [], []
-        for _ in range(rounds):
-            cold.append(run_child("startup", args, env={"W2V_EMBED_CACHE": "off"})["seconds"])
-            warm.append(run_child("startup", args, env={"W2V_EMBED_CACHE": cache})["seconds"])
+        seen = interleaved({where: partial(_startup_seconds, args, where) for where in ("off", cache)}, rounds)
+        cold, warm = seen["off"], seen[cache]
         table.row(runtime, spread(cold), spread(warm), f"{statistics.median(w / c for c, w in zip(cold, warm)):.2f}")
+
+
+def _startup_seconds(args: dict, cache: str) -> float:
+    return run_child("startup", args, env={"W2V_EMBED_CACHE": cache})["seconds"]
 
 
 @child("startup")

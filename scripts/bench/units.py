@@ -3,11 +3,10 @@ with both outputs' sizes), and the k-means fit's time and peak RSS for K=500 as 
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
-from .common import Table, child, peak_rss, run_child, spread
+from .common import Table, child, interleaved, paired, peak_rss, run_child, spread
 
 LAYER, K = 6, 500
 
@@ -18,18 +17,11 @@ def units_rows(base: dict, rounds: int, audio_seconds: float) -> None:
     table = Table(f"extract --units (K={K} centroids, layer {LAYER}) vs extract --layers {LAYER} --pool mean, "
                   f"{audio_seconds / 60:.1f} min corpus, {rounds} interleaved rounds (×real-time min / median (±half-spread))",
                   ["--units", "--layers 6 --pool mean", "units / mean per round (min / median)", "output sizes"])
-    units, mean, sizes = [], [], {}
-    for round_ in range(rounds):
-        for case in ("units", "mean") if round_ % 2 == 0 else ("mean", "units"):
-            if case == "units":
-                result = run_child("extract-units", base)
-                units.append(result["realtime"])
-                sizes.update(result["sizes"])
-            else:
-                mean.append(run_child("extract", {**base, "layers": str(LAYER), "pool": "mean"})["realtime"])
-    sizes["pooled .h5 (layer 6, mean)"] = (Path(base["workdir"]) / "extract.h5").stat().st_size
-    ratios = [u / m for u, m in zip(units, mean)]
-    table.row(spread(units), spread(mean), f"{min(ratios):.2f} / {statistics.median(ratios):.2f}",
+    seen = interleaved({"units": lambda: run_child("extract-units", base),
+                        "mean": lambda: run_child("extract", {**base, "layers": str(LAYER), "pool": "mean"})}, rounds)
+    units, mean = ([r["realtime"] for r in seen[case]] for case in ("units", "mean"))
+    sizes = {**seen["units"][-1]["sizes"], "pooled .h5 (layer 6, mean)": (Path(base["workdir"]) / "extract.h5").stat().st_size}
+    table.row(spread(units), spread(mean), paired(units, mean),
               ", ".join(f"{name} {size / 1e3:.0f} kB" for name, size in sizes.items()))
 
 
