@@ -13,7 +13,8 @@ feats = {k: rng.standard_normal(D).astype(np.float32) for k in LAYERS}
 completion = np.argsort(np.arange(N) + rng.uniform(0, 40, N))
 
 def run(tmp: Path, ordered: bool) -> float:
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     info = RunInfo("m", "ab" * 32, LAYERS, "mean", D)
     order = {f"f{i:06d}.wav": (i if ordered else int(pos)) for pos, i in enumerate(completion)}
     w = FeatureWriter(tmp / "o.h5", info, order=order)
