@@ -50,7 +50,9 @@ def make_long_file(path: Path, hours: float) -> None:
     import soundfile as sf
 
     rng = np.random.default_rng(1)
-    block = 48_000 * 60
+    left = round(hours * 3600 * 48_000)
     with sf.SoundFile(path, "w", 48_000, 2, format="FLAC") as f:
-        for _ in range(int(hours * 60)):
+        while left > 0:  # a minute at a time
+            block = min(left, 48_000 * 60)
             f.write(0.05 * rng.standard_normal((block, 2)).astype(np.float32))
+            left -= block

@@ -138,37 +138,57 @@ def _size_rows(table, opts, base: dict, workdir: Path, size: str | None, index: 
                  ("onnx", f"w2v-embed int8 model-only, --layers {mid}", mid, {"model": int8, "layers": [mid]})]
     if checkpoint:
         plan.insert(0, ("torch", "transformers PyTorch eager, all hidden states", None, {}))
-    if opts.files and index == 0:
+    if index == 0:
+        plan += _pipeline_plan(opts, workdir, seconds)
+    _model_rows(table, opts, base, label, size, plan, ceiling)
+    if opts.segments_minutes and index == 0:
+        from .pipeline import segment_decode_rows
+
+        segment_decode_rows(table, workdir / "segments" / "recording.flac", workdir, opts.segments_minutes)
+
+
+def _pipeline_plan(opts, workdir: Path, seconds: float) -> list:
+    """End-to-end rows, run in the same interleaved rounds as PyTorch eager: the corpus (pooled and, with
+    --long-frames, frame-level), one long file, a recording whole and as its turns (--segments)."""
+    plan = []
+    if opts.files:
         plan.append(("corpus-model", "w2v-embed model-only on the corpus (pre-decoded), all layers", None, {}))
         plan.append(("extract", "w2v-embed extract on the corpus (decode+model+HDF5), all layers", None, {}))
+        if opts.long_frames:
+            plan.append(("extract", "w2v-embed extract on the corpus, all layers, --pool none (frames)", None,
+                         {"pool": "none"}))
         if opts.ray:
             plan.append(("extract-ray", "w2v-embed extract --ray (local, 1 actor), same corpus, all layers", None, {}))
         if opts.shards:
             plan.append(("extract-shards", "w2v-embed extract as 2 shards (one after the other) + merge, same corpus",
                          None, {"audio": seconds}))
-    torch_rt = _model_rows(table, opts, base, label, size, plan, ceiling)
-    if opts.long_hours and index == 0:
+    if opts.long_hours:
         long_dir = workdir / "long"
         long_dir.mkdir(exist_ok=True)
         make_long_file(long_dir / "long.flac", opts.long_hours)
-        result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "last"})
-        table.row(label, f"extract one {opts.long_hours:g} h 48 kHz stereo file", result["realtime"], NAN, NAN,
-                  result["rss"], f"{result['realtime'] / torch_rt:.2f}×" if torch_rt else NAN)
+        plan.append(("extract-long", f"w2v-embed extract one {opts.long_hours:g} h 48 kHz stereo file, all layers", None,
+                     {"corpus": str(long_dir)}))
         if opts.long_frames:
-            result = run_child("extract-long", {**base, "corpus": str(long_dir), "layers": "all", "pool": "none"})
-            table.row(label, f"extract one {opts.long_hours:g} h file, --pool none, all layers (streamed)",
-                      result["realtime"], NAN, NAN, result["rss"], NAN)
-    if opts.segments_minutes and index == 0:
-        from .pipeline import segment_rows
+            plan.append(("extract-long", f"w2v-embed extract one {opts.long_hours:g} h file, all layers, --pool none "
+                         "(streamed)", None, {"corpus": str(long_dir), "pool": "none"}))
+    if opts.segments_minutes:
+        from .audio import make_turns
 
-        segment_rows(table, label, base, workdir, opts.segments_minutes, torch_rt)
+        folder = workdir / "segments"
+        folder.mkdir(exist_ok=True)
+        make_long_file(folder / "recording.flac", opts.segments_minutes / 60)
+        count, covered = make_turns(folder / "recording.flac", workdir / "turns.tsv", opts.segments_minutes * 60)
+        plan.append(("extract-long", f"w2v-embed extract one {opts.segments_minutes:g} min 48 kHz stereo FLAC whole, "
+                     "all layers", None, {"corpus": str(folder)}))
+        plan.append(("extract-long", f"w2v-embed extract its {count} turns ({covered / 60:.1f} min) as --segments, "
+                     "all layers", None, {"corpus": str(folder), "segments": str(workdir / "turns.tsv")}))
+    return plan
 
 
-def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> float | None:
+def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: list, ceiling: float) -> None:
     """The cases of `plan` in `--rounds` interleaved rounds (each a fresh process); with several rounds,
     ×real-time as min / median (±half-spread) and the ratio to PyTorch eager paired per round (min / median);
-    peak RSS is the median over rounds (the first process of a model may also write the start-up cache).
-    Returns PyTorch eager's median ×real-time (None without a checkpoint)."""
+    peak RSS is the median over rounds (the first process of a model may also write the start-up cache)."""
     by_name = interleaved({name: partial(run_child, kind, {**base, **extra}) for kind, name, _, extra in plan}, opts.rounds)
     seen = [by_name[name] for _, name, _, _ in plan]
     eager = [r["realtime"] for r in seen[0]] if plan[0][0] == "torch" else None
@@ -188,7 +208,6 @@ def _model_rows(table, opts, base: dict, label: str, size: str | None, plan: lis
         table.row(label, name, median if len(speeds) == 1 else spread(speeds), gflops,
                   f"{100 * gflops / ceiling:.0f}%" if gflops == gflops else NAN,  # NaN: FLOPs unknown for -m
                   statistics.median(r["rss"] for r in results), ratio)
-    return statistics.median(eager) if eager else None
 
 
 def _num_layers(model: Path) -> int:

@@ -138,26 +138,6 @@ def decode(args: dict) -> dict:
     return dict(realtime=samples / 16_000 / wall, rss=peak_rss(), wall=wall)
 
 
-def segment_rows(table, label: str, base: dict, workdir: Path, minutes: float, torch_rt: float | None) -> None:
-    """One 48 kHz stereo FLAC recording: extract it whole, then its turns as --segments; and decoding alone."""
-    from .audio import make_long_file, make_turns
-    from .common import NAN, run_child
-
-    folder = workdir / "segments"
-    folder.mkdir(exist_ok=True)
-    make_long_file(folder / "recording.flac", minutes / 60)
-    count, covered = make_turns(folder / "recording.flac", workdir / "turns.tsv", minutes * 60)
-    for what, extra in (
-        (f"extract one {minutes:g} min 48 kHz stereo FLAC whole, --layers last", {}),
-        (f"extract its {count} turns ({covered / 60:.1f} min) as --segments, --layers last",
-         {"segments": str(workdir / "turns.tsv")}),
-    ):
-        result = run_child("extract-long", {**base, "corpus": str(folder), "layers": "last", **extra})
-        table.row(label, what, result["realtime"], NAN, NAN, result["rss"],
-                  result["realtime"] / torch_rt if torch_rt else NAN)
-    segment_decode_rows(table, folder / "recording.flac", workdir, minutes)
-
-
 def segment_decode_rows(table, flac: Path, workdir: Path, minutes: float) -> None:
     """Decoding alone: the recording whole, its turns in close groups, or a seek each; FLAC (libsndfile)
     and, where ffmpeg is found, the same audio as AAC in .m4a (an ffmpeg process per seek)."""
