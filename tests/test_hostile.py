@@ -202,8 +202,10 @@ def test_signal_during_overwrite_keeps_the_old_output_and_saves_finished_files(o
     before = load(out)
     args = ["extract", str(corpus), "-o", str(out), "-m", model, "--layers", "all", "--save-every", "1000",
             "--batch-size", "1", "--threads", "1"]
+    # SIGINT as a terminal sends it, even where this run inherited it ignored (a shell's background job)
     victim = subprocess.Popen([sys.executable, "-m", "w2v_embed", *args, "--overwrite", "--progress-seconds", "0.2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in victim.stderr:  # stderr is a pipe: the periodic progress lines of a batch job
         if line.startswith("progress: ") and int(line.split()[1].split("/")[0]) >= 5:
             break  # some files are done, none committed yet (every 1000 files or 20 s)
