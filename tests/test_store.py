@@ -493,7 +493,7 @@ def test_full_disk_is_one_error_and_leaves_no_temp_files(tmp_path, monkeypatch):
     writer = FeatureWriter(out, info_for(), commit_every_files=2)
     add(writer, 0)
     add(writer, 1)  # committed
-    monkeypatch.setattr("w2v_embed.store.writer.write_segment", _fill_then_fail)
+    monkeypatch.setattr("w2v_embed.store.stream.write_segment", _fill_then_fail)
     add(writer, 2)
     with pytest.raises(W2VEmbedError, match=r"^no space left on the device of .*x\.h5\.parts; free some space"):
         add(writer, 3)
@@ -515,7 +515,7 @@ def test_a_frame_level_commit_failing_on_the_committer_thread_is_raised_next_and
     add(writer, 1)  # handed to the committer thread
     writer.commit()  # waits for it
     assert sorted(p.name for p in parts.iterdir()) == ["run.json", "seg-000001.h5"]
-    monkeypatch.setattr("w2v_embed.store.writer.write_segment", _fill_then_fail)
+    monkeypatch.setattr("w2v_embed.store.stream.write_segment", _fill_then_fail)
     add(writer, 2)
     add(writer, 3)  # its segment fails on the committer thread: add() has returned already
     add(writer, 4)

@@ -110,6 +110,31 @@ class RunInfo:
                 [Column("durations", "durations", np.dtype(np.int32), ())] if self.dedup else [])
         return [Column(dataset_name(k), k, np.dtype(self.dtype), (self.width,)) for k in self.layers]
 
+    def checked_features(self, name: str, features: Mapping[Layer, np.ndarray]) -> dict[Layer, np.ndarray]:
+        """One row's features for these columns, in the storage dtype, not copied when already in it (a long
+        file's frames are big: the writer keeps the arrays until committed, unmodified). Wrong shapes are
+        a caller bug that would corrupt the columns."""
+        columns = self.columns()
+        missing = [c.key for c in columns if c.key not in features]
+        if missing:
+            what = "units" if self.units else "layers"
+            raise W2VEmbedError(f"{name}: features lack {what} {missing}; expected {what} {[c.key for c in columns]}")
+        arrays = {c.key: np.asarray(features[c.key], dtype=c.dtype) for c in columns}
+        if self.has_offsets:
+            lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
+            ok = all(a.shape[1:] == c.tail and a.ndim == 1 + len(c.tail) for c, a in zip(columns, arrays.values()))
+            ok = ok and len(lengths) == 1
+            rows = "frames" if self.frame_level else "windows"
+            expected = ("(frames,) in every column, alike" if self.units
+                        else f"({rows}, {self.width}) with the same number of {rows} for every layer")
+        else:
+            ok = all(a.shape == c.tail for c, a in zip(columns, arrays.values()))
+            expected = f"({self.width},)"
+        if not ok:
+            shapes = {k: a.shape for k, a in arrays.items()}
+            raise W2VEmbedError(f"{name}: feature shapes {shapes}; expected {expected} for pooling {self.pooling}")
+        return arrays
+
     @property
     def frame_level(self) -> bool:
         return self.pooling == "none"

@@ -1,5 +1,5 @@
 """Segments of the parts folder, as the FeatureWriter writes them: its buffered rows at a commit
-(`write_segment`), or one long file's frames as they come (FrameStream).
+(`write_segment`, by a Committer), or one long file's frames as they come (FrameStream).
 
 One file's frame-level features are written to disk as its chunks come out, not after the file ends.
 
@@ -13,6 +13,7 @@ the output: a crash leaves a `.tmp` that resume deletes, and the file is redone.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..layers import Layer, dataset_name
 from ..pooling import window_times
-from .files import create_h5, fsync_file, writing
+from .files import create_h5, fsync_file, segment_numbers, write_atomically, writing
 from .layout import SEGMENT_DATASETS, TRUNCATED, WINDOW_DATASETS, RunInfo, create_layout, encode_strings
 from .sink import Row
 
@@ -114,3 +115,65 @@ def write_segment(path: Path, info: RunInfo, buffer: Buffer) -> None:
                      for n, e in zip(lengths, entries)]
             for name, column in zip(WINDOW_DATASETS, zip(*times)):
                 f[name][:] = np.concatenate(column)
+
+
+class Committer:
+    """Buffers → numbered segments of the parts folder, each whole or absent (written under a temporary
+    name, fsynced, renamed). With `background` (frame-level buffers are big), a thread of its own writes
+    them one at a time while the caller goes on. Rows of a write that failed are kept in `unwritten`
+    (the next commit, abort's, writes them again); the failure itself is raised at once, or for a
+    background write by the next `wait`."""
+
+    def __init__(self, parts: Path, info: RunInfo, background: bool) -> None:
+        self.parts, self.info = parts, info
+        self.unwritten = Buffer()
+        self._next = max(segment_numbers(parts), default=0) + 1
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="w2v-embed-commit") if background else None
+        self._pending: tuple[Future[None], Buffer] | None = None
+
+    @property
+    def background(self) -> bool:
+        return self._thread is not None
+
+    def next_segment(self) -> Path:
+        """The next segment's name (also for a finished FrameStream)."""
+        path = self.parts / f"seg-{self._next:06d}.h5"
+        self._next += 1
+        return path
+
+    def take_unwritten(self) -> Buffer:
+        taken, self.unwritten = self.unwritten, Buffer()
+        return taken
+
+    def write(self, buffer: Buffer, wait: bool = True) -> None:
+        """`buffer` as the next segment: now, or (`wait` False, background only) on the thread."""
+        final = self.next_segment()
+
+        def write() -> None:
+            with writing(self.parts):
+                write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, buffer))
+
+        if self._thread is not None and not wait:
+            self._pending = (self._thread.submit(write), buffer)
+            return
+        try:
+            write()
+        except BaseException:
+            self.unwritten = buffer + self.unwritten
+            raise
+
+    def wait(self) -> None:
+        """Until the segment being written is on disk."""
+        if self._pending is None:
+            return
+        done, buffer = self._pending
+        self._pending = None
+        try:
+            done.result()
+        except BaseException:
+            self.unwritten = buffer + self.unwritten
+            raise
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown()

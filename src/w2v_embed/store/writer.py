@@ -21,7 +21,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ from .files import (
     parts_dir,
     remove_merge_temps,
     segment_files,
-    segment_numbers,
     write_atomically,
     writing,
 )
@@ -54,7 +52,7 @@ from .layout import (
 from .lock import Lock
 from .merge import merge_files
 from .sink import Row
-from .stream import Buffer, FrameStream, write_segment
+from .stream import Buffer, Committer, FrameStream
 
 
 class FeatureWriter:
@@ -102,9 +100,6 @@ class FeatureWriter:
         self._buffer = Buffer()
         self._streams: dict[str, FrameStream] = {}  # frame-level files being written as their chunks come
         self._closed = False
-        # Frame-level segments are big: written by a thread of their own while the model runs on (one at a time).
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix="w2v-embed-commit") if info.frame_level else None
-        self._pending: tuple[Future[None], Buffer] | None = None
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = Lock(self.path)
@@ -113,7 +108,8 @@ class FeatureWriter:
             except BaseException:
                 self._lock.release()
                 raise
-        self._next_segment = max(segment_numbers(self.parts), default=0) + 1
+        # Frame-level segments are big: written by a thread of their own while the model runs on.
+        self._committer = Committer(self.parts, info, background=info.frame_level)
         self._last_commit = time.monotonic()
 
     # -- setup -----------------------------------------------------------------------------------
@@ -188,7 +184,7 @@ class FeatureWriter:
         if (row.segment is None) == self.info.segments:
             raise W2VEmbedError(f"{row.name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
                                 f"with segments={self.info.segments}")
-        arrays = self._checked_features(row.name, row.features)
+        arrays = self.info.checked_features(row.name, row.features)
         self._buffer.entries.append(replace(row, features=arrays, num_samples=int(row.num_samples),
                                             source_sample_rate=int(row.source_sample_rate)))
         self._buffer.nbytes += sum(a.nbytes for a in arrays.values())
@@ -215,7 +211,7 @@ class FeatureWriter:
 
     def _finish_stream(self, row: Row) -> None:
         self._lock.verify()
-        final = self.parts / f"seg-{self._next_segment:06d}.h5"
+        final = self._committer.next_segment()
         stream = self._streams.pop(row.name)
         try:
             stream.finish(final, row)
@@ -223,7 +219,6 @@ class FeatureWriter:
             stream.discard()
             raise
         fsync_dir(self.parts)
-        self._next_segment += 1
         self.done.add(row.name)
 
     def add_failure(self, index: int, name: str, error: str) -> None:
@@ -233,34 +228,9 @@ class FeatureWriter:
         self._buffer.failures.append((index, name, " ".join(str(error).split()) or "unknown error"))
         self._maybe_commit()
 
-    def _checked_features(self, name: str, features: Mapping[Layer, np.ndarray]) -> dict[Layer, np.ndarray]:
-        """In the storage dtype, not copied when already in it (a long file's frames are big): the arrays
-        are kept until committed and must not be modified meanwhile. Wrong shapes are a caller bug that
-        would corrupt the columns."""
-        info, columns = self.info, self.info.columns()
-        missing = [c.key for c in columns if c.key not in features]
-        if missing:
-            what = "units" if info.units else "layers"
-            raise W2VEmbedError(f"{name}: features lack {what} {missing}; expected {what} {[c.key for c in columns]}")
-        arrays = {c.key: np.asarray(features[c.key], dtype=c.dtype) for c in columns}
-        if info.has_offsets:
-            lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
-            ok = all(a.shape[1:] == c.tail and a.ndim == 1 + len(c.tail) for c, a in zip(columns, arrays.values()))
-            ok = ok and len(lengths) == 1
-            rows = "frames" if info.frame_level else "windows"
-            expected = ("(frames,) in every column, alike" if info.units
-                        else f"({rows}, {info.width}) with the same number of {rows} for every layer")
-        else:
-            ok = all(a.shape == c.tail for c, a in zip(columns, arrays.values()))
-            expected = f"({info.width},)"
-        if not ok:
-            shapes = {k: a.shape for k, a in arrays.items()}
-            raise W2VEmbedError(f"{name}: feature shapes {shapes}; expected {expected} for pooling {info.pooling}")
-        return arrays
-
     def _maybe_commit(self) -> None:
         due = time.monotonic() - self._last_commit >= self.commit_every_seconds
-        limit = BUFFER_BYTES // 2 if self._committer else BUFFER_BYTES  # one buffer filling, one being written
+        limit = BUFFER_BYTES // 2 if self._committer.background else BUFFER_BYTES  # one filling, one being written
         if len(self._buffer) >= self.commit_every_files or self._buffer.nbytes >= limit or due:
             self._commit(wait=False)
 
@@ -271,40 +241,15 @@ class FeatureWriter:
 
     def _commit(self, wait: bool = True) -> None:
         """Write the buffer as the next segment; without `wait`, a frame-level one on the committer thread
-        (a kill meanwhile loses it like any buffered rows; a failure is raised by the next commit)."""
+        (a kill meanwhile loses it like any buffered rows; a failure is raised by the next commit, and the
+        rows of a failed write are in the buffer again for abort())."""
         self._last_commit = time.monotonic()
         self._lock.verify()
-        self._wait()
-        if not len(self._buffer):
-            return
-        final = self.parts / f"seg-{self._next_segment:06d}.h5"
-        self._next_segment += 1
-        buffer, self._buffer = self._buffer, Buffer()
-
-        def write() -> None:
-            with writing(self.parts):
-                write_atomically(final, final.with_name(final.name + ".tmp"), lambda t: write_segment(t, self.info, buffer))
-
-        if self._committer is not None and not wait:
-            self._pending = (self._committer.submit(write), buffer)
-            return
-        try:
-            write()
-        except BaseException:
-            self._buffer = buffer + self._buffer  # an interrupted commit keeps the results for abort()
-            raise
-
-    def _wait(self) -> None:
-        """Until the segment being written is on disk; if it failed, its rows are buffered again (for abort())."""
-        if self._pending is None:
-            return
-        done, buffer = self._pending
-        self._pending = None
-        try:
-            done.result()
-        except BaseException:
-            self._buffer = buffer + self._buffer
-            raise
+        self._buffer = self._committer.take_unwritten() + self._buffer
+        self._committer.wait()
+        if len(self._buffer):
+            buffer, self._buffer = self._buffer, Buffer()
+            self._committer.write(buffer, wait)
 
     # -- finishing -------------------------------------------------------------------------------
 
@@ -353,8 +298,7 @@ class FeatureWriter:
     def _finish(self) -> None:
         for name in list(self._streams):  # files cut off mid-way: redone on resume, never half-present
             self.discard_frames(name)
-        if self._committer is not None:
-            self._committer.shutdown()
+        self._committer.shutdown()
         self._closed = True
         self._lock.release()
 
