@@ -20,7 +20,8 @@ from test_hub_layout import cli, hub_cache
 from w2v_embed.embedder import EmbedOptions, Embedder
 from w2v_embed.errors import UsageError, W2VEmbedError
 from w2v_embed.export import ExportOptions, export_model
-from w2v_embed.export.checkpoint import load_reference_model, resolve
+from w2v_embed.export.checkpoint import resolve
+from w2v_embed.export.reference import load_reference_model
 from w2v_embed.export.verify import probe_lengths
 from w2v_embed.runtime import OnnxModel
 

@@ -113,12 +113,12 @@ HOSTILE_CONFIGS = [
 def test_hostile_config_is_one_line_naming_the_field_before_the_weights_are_read(
     checkpoint_dir, tmp_path, monkeypatch, config, expected
 ):
-    from w2v_embed.export import checkpoint
+    from w2v_embed.export import reference
 
     def heavy(*_: object) -> None:
         raise AssertionError("the weights were read")
 
-    monkeypatch.setattr(checkpoint, "read_state_dict", heavy)
+    monkeypatch.setattr(reference, "read_state_dict", heavy)
     folder = _edited_checkpoint(checkpoint_dir("group"), tmp_path / "ckpt", config)
     with pytest.raises(W2VEmbedError, match=rf"^{re.escape(str(folder / 'config.json'))}: {expected}") as caught:
         _export(folder, tmp_path / "x.onnx")

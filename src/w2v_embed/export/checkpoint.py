@@ -1,4 +1,5 @@
-"""Find a checkpoint (local folder or Hugging Face hub id) and load it as the reference PyTorch model.
+"""Find a checkpoint: a local folder or a Hugging Face hub id (its files, sub-folder, adapter); reference.py
+loads it as the PyTorch model.
 
 Export-only: imports of huggingface_hub, torch and transformers happen inside the functions and
 fail with an actionable message when the `export` extra is missing.
@@ -13,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..architecture import config_problem
 from ..errors import UsageError, W2VEmbedError
 from ..runtime.cache import hash_files
 from . import adapters
-from .weights import INDEX_SUFFIX, WEIGHT_FILES, WEIGHT_G, find_weights, read_state_dict
+from .weights import INDEX_SUFFIX, WEIGHT_FILES, find_weights
 
 
 def require_export_extra(module: str) -> Any:
@@ -287,74 +287,3 @@ class _Hub:
             folder, self.repo_id, revision, find_weights(folder), found,
             self.optional(PREPROCESSOR, found) or preprocessor, _notes(relative, config, own_config),
         )
-
-
-def load_reference_model(checkpoint: Checkpoint) -> Any:
-    """The family's transformers PyTorch model (Wav2Vec2Model, HubertModel …) with the checkpoint's
-    encoder weights (heads dropped); every other weight of the checkpoint must be one it uses."""
-    from .coverage import check_against_model
-    from .families import SUPPORTED_MODEL_TYPES, family
-
-    config_path = checkpoint.folder / CONFIG
-    config_dict = checkpoint.config
-    model_type = config_dict.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise W2VEmbedError(
-            f"{config_path}: model_type {model_type!r} is not supported "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-        )
-    problem = config_problem(config_dict)  # before torch: a 10¹²-wide layer must not reach an allocator
-    if problem:
-        raise W2VEmbedError(f"{config_path}: {problem}")
-    torch = require_export_extra("torch")
-    transformers = require_export_extra("transformers")
-    # Built without memory or random init, then given the checkpoint's arrays themselves (assign): the
-    # weights are held once, which is what lets a 2B model (8.6 GB) export on a 24 GB machine.
-    try:
-        config = transformers.AutoConfig.from_pretrained(checkpoint.folder)
-        with torch.device("meta"):
-            model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
-    except Exception as exc:  # transformers raises several kinds for a bad config (unknown activation …)
-        raise W2VEmbedError(f"{config_path}: cannot build the model it describes ({_reason(exc)})") from exc
-    expected = model.state_dict()
-    arrays = read_state_dict(checkpoint.weights, weight_norm=WEIGHT_G in expected)
-    if checkpoint.adapter_file is not None:
-        adapters.merge(arrays, list(expected), checkpoint.adapter_file)
-    computed = _computed_buffers(model, config, arrays)
-    persistent = {k: v for k, v in computed.items() if k in expected}  # the others are in no state dict
-    check_against_model({**persistent, **arrays}, expected, checkpoint.weights[0].name)
-    state = {
-        k: torch.from_numpy(arrays[k]).to(t.dtype) if k in arrays
-        else computed.get(k, torch.zeros(t.shape, dtype=t.dtype))  # zeros: unused by inference
-        for k, t in expected.items()
-    }
-    model.load_state_dict(state, assign=True)
-    for name, tensor in computed.items():  # non-persistent buffers are in no state dict
-        owner, _, attr = name.rpartition(".")
-        model.get_submodule(owner).register_buffer(attr, tensor, persistent=name in expected)
-    return model
-
-
-def _reason(exc: Exception) -> str:
-    """An exception as one line: its type when it says little (KeyError 'gelu_x'), its lines joined."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines)[:300]
-    return f"{type(exc).__name__}: {text}" if isinstance(exc, (KeyError, TypeError)) or not text else text
-
-
-def _computed_buffers(model: Any, config: Any, arrays: dict[str, Any]) -> dict[str, Any]:
-    """Buffers the checkpoint does not hold that transformers computes from the config (the conformer's
-    sinusoid table, never saved; its rotary frequencies, absent from older checkpoints): each module
-    owning one is built again, on the CPU, and its buffers taken. Modules that cannot be built from
-    the config alone (a BatchNorm's statistics) are left to the missing-weights check."""
-    out = {}
-    for prefix, module in model.named_modules():
-        names = [n for n, _ in module.named_buffers(recurse=False) if f"{prefix}.{n}".lstrip(".") not in arrays]
-        if not names:
-            continue
-        try:
-            fresh = type(module)(config)
-        except Exception:  # not a config-built module
-            continue
-        out.update({f"{prefix}.{n}".lstrip("."): getattr(fresh, n) for n in names})
-    return out

@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import UsageError
 from ..layers import LAST, output_name
 from ..runtime import MODELS_DIR, ModelInfo
-from .checkpoint import Checkpoint, load_reference_model, require_export_extra, resolve
+from .checkpoint import Checkpoint, require_export_extra, resolve
+from .reference import load_reference_model
 from .coverage import check_graph_uses
 from .families import feat_extract_norm, front_end, stable_layer_norm
 from .onnxfile import EXTERNAL_DATA_BYTES, finalize, install, model_bytes
