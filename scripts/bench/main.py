@@ -90,10 +90,11 @@ def main() -> None:
             raise SystemExit("--units and --kmeans-frames run on a generated corpus: give --files N")
         model = opts.model or Path(make_model(opts.sizes[0], workdir)[1]["path"])
         print(f"# corpus: {opts.files} files, {seconds / 60:.1f} min; other work may share the cores")
+        args = {**base, "model": str(model), "layer": min(6, _num_layers(model))}
         if opts.units:
-            units_rows({**base, "model": str(model)}, opts.rounds, seconds)
+            units_rows(args, opts.rounds, seconds)
         if opts.kmeans_frames:
-            kmeans_rows({**base, "model": str(model)}, opts.kmeans_frames)
+            kmeans_rows(args, opts.kmeans_frames)
         return
     table = Table(f"On {cpu}, device {opts.device}; peak = ONNX Runtime's own MatMul, {ceiling:.0f} GFLOP/s "
                   f"(numpy's GEMM: {numpy:.0f}){f'; corpus: {opts.files} files, {seconds / 60:.1f} min' if opts.files else ''}",

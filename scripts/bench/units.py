@@ -8,19 +8,20 @@ from pathlib import Path
 
 from .common import Table, child, interleaved, paired, peak_rss, run_child, spread
 
-LAYER, K = 6, 500
+K = 500  # centroids; the layer is base's 6, or the last of a smaller model (-m): args['layer']
 
 
 def units_rows(base: dict, rounds: int, audio_seconds: float) -> None:
     """Each round runs the units run and the pooled one, each in a fresh process (start-up excluded), in
     alternating order (ABBA…); the ratio is paired per round, so both see the same load."""
-    table = Table(f"extract --units (K={K} centroids, layer {LAYER}) vs extract --layers {LAYER} --pool mean, "
+    layer = base["layer"]
+    table = Table(f"extract --units (K={K} centroids, layer {layer}) vs extract --layers {layer} --pool mean, "
                   f"{audio_seconds / 60:.1f} min corpus, {rounds} interleaved rounds (×real-time min / median (±half-spread))",
-                  ["--units", "--layers 6 --pool mean", "units / mean per round (min / median)", "output sizes"])
+                  ["--units", f"--layers {layer} --pool mean", "units / mean per round (min / median)", "output sizes"])
     seen = interleaved({"units": lambda: run_child("extract-units", base),
-                        "mean": lambda: run_child("extract", {**base, "layers": str(LAYER), "pool": "mean"})}, rounds)
+                        "mean": lambda: run_child("extract", {**base, "layers": str(layer), "pool": "mean"})}, rounds)
     units, mean = ([r["realtime"] for r in seen[case]] for case in ("units", "mean"))
-    sizes = {**seen["units"][-1]["sizes"], "pooled .h5 (layer 6, mean)": (Path(base["workdir"]) / "extract.h5").stat().st_size}
+    sizes = {**seen["units"][-1]["sizes"], f"pooled .h5 (layer {layer}, mean)": (Path(base["workdir"]) / "extract.h5").stat().st_size}
     table.row(spread(units), spread(mean), paired(units, mean),
               ", ".join(f"{name} {size / 1e3:.0f} kB" for name, size in sizes.items()))
 
@@ -42,7 +43,7 @@ def extract_units(args: dict) -> dict:
     embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions("0"))
     codebook = work / "centroids.npy"
     np.save(codebook, np.random.default_rng(0).standard_normal((K, embedder.info.hidden_size)).astype(np.float32))
-    units, embedder = prepare(codebook, embedder, str(LAYER))
+    units, embedder = prepare(codebook, embedder, str(args["layer"]))
     out = work / "units.h5"
     started = time.perf_counter()
     summary = extract(discover([args["corpus"]]), out, embedder, ExtractOptions(mode="overwrite"), units=units)
@@ -53,11 +54,11 @@ def extract_units(args: dict) -> dict:
 
 
 def kmeans_rows(base: dict, counts: list[int]) -> None:
-    """Frames of layer 6 sampled from the base model on the corpus once (all of them), then fits of K=500
+    """Frames of the layer sampled from the model on the corpus once (all of them), then fits of K=500
     on `counts` frames each (the sample repeated with a little noise where the corpus has fewer), each
     fit in a process of its own; the last row extrapolates the largest fit linearly to 10 h of frames."""
     frames = run_child("kmeans-sample", base)
-    table = Table(f"k-means fit, K={K}, faiss ({25} iterations, every sampled frame used), frames of layer {LAYER} of "
+    table = Table(f"k-means fit, K={K}, faiss ({25} iterations, every sampled frame used), frames of layer {base['layer']} of "
                   f"{Path(base['model']).name} (sampled: {frames['frames']} frames from the corpus at "
                   f"{frames['realtime']:.1f}× real-time; more are those again plus noise)",
                   ["frames", "hours of frames", "fit seconds", "peak RSS MiB"])
@@ -73,7 +74,7 @@ def kmeans_rows(base: dict, counts: list[int]) -> None:
 
 @child("kmeans-sample")
 def kmeans_sample(args: dict) -> dict:
-    """All frames of layer 6 on the corpus, through the kmeans sampler (fraction 1), saved for the fits."""
+    """All frames of the layer on the corpus, through the kmeans sampler (fraction 1), saved for the fits."""
     import numpy as np
 
     from w2v_embed.discover import discover
@@ -81,12 +82,12 @@ def kmeans_sample(args: dict) -> dict:
     from w2v_embed.extract import ExtractOptions, LocalEngine
     from w2v_embed.units.kmeans import FrameSample, SampleOptions
 
-    embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions(str(LAYER), "none"))
+    embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions(str(args["layer"]), "none"))
     sample = FrameSample(SampleOptions(fraction=1.0), embedder.info.frame_rate)
     started, audio = time.perf_counter(), 0.0
     for result in LocalEngine(embedder).results(discover([args["corpus"]]), ExtractOptions()):
         if result.features is not None:
-            sample.add(result.name, 0, result.features[LAYER])
+            sample.add(result.name, 0, result.features[args["layer"]])
             audio += result.num_samples / 16_000
     wall = time.perf_counter() - started
     frames = sample.frames()
