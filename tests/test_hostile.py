@@ -152,7 +152,7 @@ def test_read_only_file_system_is_one_line(onnx_model, tmp_path):
 STUCK_DECODER = """
 import sys, threading
 sys.path.insert(0, {src!r})
-from w2v_embed.extract import prefetch
+from w2v_embed.engine import prefetch
 
 def decode(item):
     if item == 1:

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from w2v_embed.cli import app
 from w2v_embed.discover import discover
 from w2v_embed.embedder import EmbedOptions, Embedder
-from w2v_embed.extract import ExtractOptions, LocalEngine, extract
+from w2v_embed.engine import LocalEngine
+from w2v_embed.extract import ExtractOptions, extract
 from w2v_embed.units import load_units, prepare
 
 LAYER, K = 2, 12

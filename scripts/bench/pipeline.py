@@ -108,7 +108,7 @@ def read(args: dict) -> dict:
 def segments_decode(args: dict) -> dict:
     """One recording's turns: one pass per close group, a seek each, or the file whole."""
     from w2v_embed.audio import decode
-    from w2v_embed.extract import decode_group
+    from w2v_embed.engine import decode_group
     from w2v_embed.segments import close_groups, read_segments
 
     files, how = read_segments(args["segments"]), args["how"]
@@ -128,7 +128,7 @@ def decode(args: dict) -> dict:
     """Decoding + resampling alone, with `workers` threads."""
     from w2v_embed.audio import decode
     from w2v_embed.discover import discover
-    from w2v_embed.extract import prefetch
+    from w2v_embed.engine import prefetch
 
     files = discover([args["corpus"]])
     started = time.perf_counter()

@@ -79,7 +79,8 @@ def kmeans_sample(args: dict) -> dict:
 
     from w2v_embed.discover import discover
     from w2v_embed.embedder import EmbedOptions, Embedder
-    from w2v_embed.extract import ExtractOptions, LocalEngine
+    from w2v_embed.engine import LocalEngine
+    from w2v_embed.extract import ExtractOptions
     from w2v_embed.units.kmeans import FrameSample, SampleOptions
 
     embedder = Embedder(args["model"], device=args["device"], threads=args["threads"], options=EmbedOptions(str(args["layer"]), "none"))

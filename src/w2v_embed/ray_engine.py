@@ -24,7 +24,8 @@ import numpy as np
 from .discover import AudioFile
 from .embedder import Embedder, EmbedOptions
 from .errors import W2VEmbedError
-from .extract import ExtractOptions, Result, decode_group
+from .engine import Result, decode_group
+from .extract import ExtractOptions
 from .layers import dataset_name
 from .ray_connect import RayOptions, connect, one_line_errors, require_ray
 from .segments import close_groups

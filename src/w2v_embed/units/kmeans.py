@@ -153,7 +153,8 @@ class _SampleSink:
 def fit_audio(files: list[Any], embedder: Any, layer: Layer, k: int, sample: SampleOptions, engine: str = "faiss",
               progress: Progress | None = None) -> FitResult:
     """Fit on frames of `layer`, sampled while the Embedder computes them (the graph ends at that layer)."""
-    from ..extract import ExtractOptions, LocalEngine
+    from ..engine import LocalEngine
+    from ..extract import ExtractOptions
 
     embedder = embedder.with_options(layers=(layer,), pool="none", window_seconds=0.0, hop_seconds=None)
     kept = FrameSample(sample, embedder.info.frame_rate)
