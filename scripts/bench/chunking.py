@@ -24,7 +24,7 @@ import numpy as np
 from .common import Table, spread
 
 # chunk seconds kept : context seconds each side [: conv once]; the first is the default's
-CANDIDATES = ["20:2", "20:1.5", "20:1", "20:0.5", "30:2", "30:1.5", "30:1", "15:1", "10:1", "10:0.5", "20:2:conv"]
+CANDIDATES = ["30:1.5", "20:2", "20:1.5", "20:1", "20:0.5", "30:2", "30:1", "15:1", "10:1", "10:0.5", "20:2:conv"]
 CONV_PIECE_SECONDS = 20.0  # conv-once: samples per conv run (its largest tensor is 2 kB per sample)
 
 

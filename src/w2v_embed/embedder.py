@@ -27,7 +27,7 @@ from .pooling import POOLING_MODES, Pooler, WindowPooler, window_ranges
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
-MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 20
+MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 30
 # Frame-level files with more than this in frames are streamed to the sink chunk by chunk (a 2-hour
 # file's 13 layers are 14 GB); smaller ones are held whole and batched with their neighbours.
 STREAM_FRAMES_BYTES = 64 << 20
@@ -41,8 +41,8 @@ class EmbedOptions:
 
     layers: LayerSpec = "last"  # "last" (last_hidden_state), "all" (0..L), "6,12", "6,last" or a sequence
     pool: str = "mean"  # mean | max | meanstd | none
-    chunk_seconds: float = 20.0  # files longer than this are chunked; 0 disables chunking
-    context_seconds: float = 2.0  # extra audio on each side of a chunk, discarded after inference
+    chunk_seconds: float = 30.0  # files longer than this are chunked; 0 disables (why 30: docs/performance.md)
+    context_seconds: float = 1.5  # extra audio each side of a chunk (> the positional conv's 1.28 s), then dropped
     batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
     max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
     lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)

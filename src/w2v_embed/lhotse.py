@@ -36,7 +36,7 @@ class W2VEmbedConfig:
     frame_shift: float = 0.02  # must match the model's frame rate (50 Hz for every supported family)
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None
-    chunk_seconds: float = 20.0  # long cuts are chunked as in extract (0 = whole)
+    chunk_seconds: float = 30.0  # long cuts are chunked as in extract (0 = whole)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
