@@ -20,7 +20,7 @@ import numpy as np
 from .common import Table, spread
 
 # (window seconds, rows; the second row of a 2-row batch is 7 s of padded audio)
-SHAPES = [(10.0, 2), (10.0, 1), (24.0, 1)]
+SHAPES = [(10.0, 2), (10.0, 1), (24.0, 1), (33.0, 1)]  # 33 s: a 30 s + 1.5 s chunk, the default
 
 
 def fuse_attention(path: Path, out: Path, mask: bool = True) -> int:
