@@ -162,7 +162,7 @@ def test_long_frame_level_files_are_streamed_and_equal_held_ones(onnx_model, tmp
 
 
 def test_default_context_covers_the_positional_conv(tmp_path):
-    """wav2vec2's positional conv spans 128 frames (±1.28 s): the default 2 s of context gives every
+    """wav2vec2's positional conv spans 128 frames (±1.28 s): the default 1.5 s of context gives every
     kept frame its whole window, so layer 0 of a layer-norm model is exact at chunk edges too (1 s is not)."""
     from w2v_embed.export import ExportOptions, export_model  # imports torch: only this test needs it
 
