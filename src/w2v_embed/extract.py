@@ -30,6 +30,7 @@ from .store.sink import Row, Sink
 if TYPE_CHECKING:
     from .units.stage import Units
 
+
 @dataclass(frozen=True)
 class ExtractOptions:
     """Output-side choices; what to compute lives in the Embedder's EmbedOptions."""
