@@ -609,3 +609,26 @@ def test_a_failed_streamed_file_leaves_nothing(tmp_path):
         assert not list(writer.parts.glob("*.tmp"))
         add(writer, 2)
     assert read_summary(tmp_path / "f.h5")["failed"] == [(name_of(1), "the model's output is not finite")]
+
+
+def test_a_streamed_row_must_match_the_run_s_segments_like_an_added_one(tmp_path):
+    """A streamed file completes through the same row check as an added one: in a segments run its
+    segment columns are stored, and a row without a segment is refused, not stored without one."""
+    info = info_for(pooling="none", segments=True)
+    out = tmp_path / "seg.h5"
+    with FeatureWriter(out, info) as writer:
+        for i, segment in ((1, ("rec.wav", 1.5, 2.25)), (2, None)):
+            for layer in info.layers:
+                whole = features(i, info)[layer]
+                writer.write_frames(name_of(i), layer, 0, whole, len(whole))
+            row = Row(i, name_of(i), num_samples(i), 16_000, {6: np.zeros(0), 12: np.zeros(0)}, segment, 0.25)
+            if segment is None:
+                with pytest.raises(W2VEmbedError, match="a segment needs"):
+                    writer.add(row)
+                writer.discard_frames(name_of(i))
+            else:
+                writer.add(row)
+    with h5py.File(out) as f:
+        assert [p.decode() for p in f["source_path"][:]] == ["rec.wav"]
+        assert list(f["segment_start"][:]) == [1.5] and list(f["segment_end"][:]) == [2.25]
+    np.testing.assert_array_equal(load(out, layer=12)[name_of(1)], features(1, info)[12])

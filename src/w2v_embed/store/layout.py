@@ -55,7 +55,7 @@ def open_output(path: Path, hint: str = _OVERWRITE_HINT, units: bool | None = Fa
     found = attr_str(f.attrs.get("format"))
     if found not in READABLE_FORMATS and found != UNITS_FORMAT:
         f.close()
-        old = f" (written whole by an older w2v-embed: load_units reads it, extract --overwrite redoes it)" if found in UNITS_READABLE else ""
+        old = " (written whole by an older w2v-embed: load_units reads it, extract --overwrite redoes it)" if found in UNITS_READABLE else ""
         raise W2VEmbedError(f"{path}: not a w2v-embed output (format {FORMAT} or {UNITS_FORMAT}){old}; {hint}")
     if units is not None and (found == UNITS_FORMAT) != units:
         f.close()

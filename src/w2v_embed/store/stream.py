@@ -45,17 +45,8 @@ class FrameStream:
     def finish(self, final: Path, row: Row) -> None:
         """Complete the row (its features are these frames) and rename the segment into place
         (crash-safe like any commit)."""
-        f = self.file
         with writing(self.temp.parent):
-            f["paths"][:] = encode_strings([row.name])
-            f["input_index"][:] = [row.index]
-            f["num_samples"][:] = [int(row.num_samples)]
-            f["source_sample_rate"][:] = [int(row.source_sample_rate)]
-            f["offsets"][:] = [0, self.num_frames]
-            if row.segment is not None:
-                f[TRUNCATED][:] = [row.truncated]
-                for key, value in zip(SEGMENT_DATASETS, row.segment):
-                    f[key][:] = encode_strings([value]) if key == "source_path" else [value]
+            write_rows(self.file, self.info, [row], [self.num_frames])
             self._context.__exit__(None, None, None)
             fsync_file(self.temp)
             os.replace(self.temp, final)
@@ -91,30 +82,36 @@ def write_segment(path: Path, info: RunInfo, buffer: Buffer) -> None:
     with create_h5(path) as f:
         failures = [(name, error) for _, name, error in sorted(buffer.failures, key=lambda x: x[0])]
         create_layout(f, info, len(entries), sum(lengths), failures, resizable=False)
-        if entries:
-            f["paths"][:] = encode_strings([e.name for e in entries])
-            f["input_index"][:] = [e.index for e in entries]
-            f["num_samples"][:] = [e.num_samples for e in entries]
-            f["source_sample_rate"][:] = [e.source_sample_rate for e in entries]
+        write_rows(f, info, entries, lengths)
         offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        if info.has_offsets:
-            f["offsets"][:] = offsets
         for column in columns:
             if entries and info.has_offsets:  # file by file: no concatenated copy of long files' frames
                 for entry, start, stop in zip(entries, offsets[:-1], offsets[1:]):
                     f[column.name][start:stop] = entry.features[column.key]
             elif entries:
                 f[column.name][:] = np.stack([e.features[column.key] for e in entries])
-        if info.segments and entries:
-            f["source_path"][:] = encode_strings([e.segment[0] for e in entries])
-            f["segment_start"][:] = [e.segment[1] for e in entries]
-            f["segment_end"][:] = [e.segment[2] for e in entries]
-            f[TRUNCATED][:] = [e.truncated for e in entries]
-        if info.windowed and entries:
-            times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
-                     for n, e in zip(lengths, entries)]
-            for name, column in zip(WINDOW_DATASETS, zip(*times)):
-                f[name][:] = np.concatenate(column)
+
+
+def write_rows(f: Any, info: RunInfo, rows: list[Row], lengths: list[int]) -> None:
+    """Everything of `rows` but their features (names, sizes, offsets from `lengths`, segments, window
+    times) into a segment laid out for them; one place for added and streamed rows alike."""
+    if info.has_offsets:
+        f["offsets"][:] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    if not rows:
+        return
+    f["paths"][:] = encode_strings([e.name for e in rows])
+    f["input_index"][:] = [e.index for e in rows]
+    f["num_samples"][:] = [int(e.num_samples) for e in rows]
+    f["source_sample_rate"][:] = [int(e.source_sample_rate) for e in rows]
+    if info.segments:
+        for key, column in zip(SEGMENT_DATASETS, zip(*(e.segment for e in rows))):
+            f[key][:] = encode_strings(column) if key == "source_path" else column
+        f[TRUNCATED][:] = [e.truncated for e in rows]
+    if info.windowed:
+        times = [window_times(n, info.window_seconds, info.hop_seconds, e.num_samples / info.sample_rate)
+                 for n, e in zip(lengths, rows)]
+        for name, column in zip(WINDOW_DATASETS, zip(*times)):
+            f[name][:] = np.concatenate(column)
 
 
 class Committer:

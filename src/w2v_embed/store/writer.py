@@ -178,12 +178,12 @@ class FeatureWriter:
         self._check_open()
         if row.name in self.done:
             raise W2VEmbedError(f"{row.name}: already stored in {self.path}; skip the names in writer.done")
-        if row.name in self._streams:  # its frames are on disk already: complete that segment
-            self._finish_stream(row)
-            return
         if (row.segment is None) == self.info.segments:
             raise W2VEmbedError(f"{row.name}: {'a segment needs' if self.info.segments else 'no segment expected in'} a run "
                                 f"with segments={self.info.segments}")
+        if row.name in self._streams:  # its frames are on disk already: complete that segment
+            self._finish_stream(row)
+            return
         arrays = self.info.checked_features(row.name, row.features)
         self._buffer.entries.append(replace(row, features=arrays, num_samples=int(row.num_samples),
                                             source_sample_rate=int(row.source_sample_rate)))
