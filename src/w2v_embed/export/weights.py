@@ -1,7 +1,7 @@
 """Read a checkpoint's weights, in any of the four formats, as a transformers `Wav2Vec2Model` state dict.
 
-Flax (`flax_model.msgpack`) and TF (`tf_model.h5`) weights are read with msgpack and h5py, so
-export never needs JAX, Flax or TensorFlow. Every reader yields PyTorch-style names (the renames
+Flax (`flax_model.msgpack`) and TF (`tf_model.h5`) weights are read by `flax_tf`, with msgpack
+and h5py, so export never needs JAX, Flax or TensorFlow. Every reader yields PyTorch-style names (the renames
 and transposes transformers 4.x applied when it converted between frameworks); `normalize_names`
 then keeps the encoder only, in the naming of transformers 5's `Wav2Vec2Model`.
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import W2VEmbedError
+from .flax_tf import Raw, bfloat16, flax_to_torch, read_flax, read_tf, tf_to_torch
 
 # Search order; each may also be sharded as NAME.index.json + shards.
 WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "tf_model.h5")
@@ -34,8 +35,6 @@ HEADS = (
 POS_CONV = "encoder.pos_conv_embed.conv."
 WEIGHT_G = POS_CONV + "parametrizations.weight.original0"  # transformers 5 / torch parametrize names
 WEIGHT_V = POS_CONV + "parametrizations.weight.original1"
-
-Raw = dict[str, np.ndarray]
 
 
 def find_weights(folder: Path) -> list[Path]:
@@ -131,7 +130,7 @@ def _shards(index: Path) -> list[Path]:
 
 
 def _reader(path: Path) -> Callable[[Path], Raw]:
-    readers = {".safetensors": _read_safetensors, ".bin": _read_torch, ".msgpack": _read_flax, ".h5": _read_tf}
+    readers = {".safetensors": _read_safetensors, ".bin": _read_torch, ".msgpack": read_flax, ".h5": read_tf}
     reader = readers.get(path.suffix)
     if reader is None:
         raise W2VEmbedError(f"{path}: unknown weights format (expected one of {', '.join(WEIGHT_FILES)})")
@@ -150,9 +149,9 @@ def _read_safetensors(path: Path) -> Raw:
         except TypeError:  # bfloat16: numpy has no such dtype
             raw = _read_safetensors_raw(path)
     if fmt == "tf":
-        return dict(_tf_to_torch(name, value) for name, value in raw.items())
+        return dict(tf_to_torch(name, value) for name, value in raw.items())
     if fmt in ("flax", "jax"):
-        return dict(_flax_to_torch(tuple(name.split(".")), value) for name, value in raw.items())
+        return dict(flax_to_torch(tuple(name.split(".")), value) for name, value in raw.items())
     return raw
 
 
@@ -169,18 +168,13 @@ def _read_safetensors_raw(path: Path) -> Raw:
             continue
         start, end = info["data_offsets"]
         if info["dtype"] == "BF16":
-            array = _bfloat16(body[start:end])
+            array = bfloat16(body[start:end])
         elif info["dtype"] in dtypes:
             array = np.frombuffer(body[start:end], dtypes[info["dtype"]])
         else:
             continue  # bool, fp8 …: no wav2vec2 weight is stored so
         out[name] = array.reshape(info["shape"])
     return out
-
-
-def _bfloat16(buffer: bytes | memoryview) -> np.ndarray:
-    """bfloat16 is the upper half of a float32."""
-    return (np.frombuffer(buffer, "<u2").astype(np.uint32) << 16).view(np.float32)
 
 
 def _read_torch(path: Path) -> Raw:
@@ -213,103 +207,3 @@ def _refused(path: Path, message: str) -> str:
         "if you trust its source, convert it to model.safetensors (torch.load(..., weights_only=False), then "
         "safetensors.torch.save_file; docs/export-checks.md) and export again"
     )
-
-
-def _read_flax(path: Path) -> Raw:
-    """flax.serialization's msgpack: nested dicts of ndarrays (ext type 1), large ones chunked."""
-    import msgpack
-
-    def ext_hook(code: int, data: bytes) -> object:
-        if code in (1, 3):  # ndarray and numpy scalar: both packed as (shape, dtype name, bytes)
-            shape, dtype, buffer = msgpack.unpackb(data, raw=False)
-            array = _bfloat16(buffer) if dtype == "bfloat16" else np.frombuffer(buffer, np.dtype(dtype))
-            return array.reshape(shape)
-        if code == 2:  # native complex: (real, imag)
-            real, imag = msgpack.unpackb(data, raw=False)
-            return complex(real, imag)
-        raise W2VEmbedError(f"{path}: unsupported msgpack extension type {code} (not a flax.serialization file?)")
-
-    tree = msgpack.unpackb(path.read_bytes(), ext_hook=ext_hook, raw=False, strict_map_key=False)
-    if not isinstance(tree, dict):
-        raise W2VEmbedError(f"{path}: not a Flax parameter tree (top level is {type(tree).__name__})")
-    if set(tree) == {"params"} and isinstance(tree["params"], dict):  # a {"params": …} variables dict
-        tree = tree["params"]
-    return dict(_flax_to_torch(key, value) for key, value in _flatten(tree, ()))
-
-
-def _flatten(tree: dict, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], np.ndarray]]:
-    """Numeric leaves of a nested dict with their key paths; flax's chunked arrays joined back."""
-    for key, value in tree.items():
-        path = (*prefix, str(key))
-        if isinstance(value, dict) and value.get("__msgpack_chunked_array__"):
-            chunks, shape = value["chunks"], value["shape"]
-            flat = np.concatenate([np.ravel(chunks[str(i)]) for i in range(len(chunks))])
-            yield path, flat.reshape(tuple(int(shape[str(i)]) for i in range(len(shape))))
-        elif isinstance(value, dict):
-            yield from _flatten(value, path)
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            yield path, value
-
-
-def _flax_to_torch(key: tuple[str, ...], value: np.ndarray) -> tuple[str, np.ndarray]:
-    """Dense kernel [in, out] and Conv kernel [K, in, out] are the reverse of PyTorch's layout; norms say scale.
-
-    The weight-normed positional conv keeps PyTorch's layout in Flax (weight_v [H, H/groups, K],
-    weight_g [1, 1, K]), so it passes through.
-    """
-    if key and key[0] == "params":
-        key = key[1:]
-    if key[-1] == "kernel":
-        return ".".join((*key[:-1], "weight")), value.T
-    if key[-1] == "scale":
-        return ".".join((*key[:-1], "weight")), value
-    return ".".join(key), value
-
-
-def _read_tf(path: Path) -> Raw:
-    """Keras h5 weights: attrs layer_names → weight_names such as model/wav2vec2/encoder/…/kernel:0.
-
-    transformers' sharded TF files instead list the datasets themselves in layer_names, under names
-    already stripped of the model's scope (wav2vec2/encoder/…/kernel:0).
-    """
-    import h5py
-
-    def text(value: bytes | str) -> str:
-        return value.decode("utf8") if isinstance(value, bytes) else str(value)
-
-    items: list[tuple[str, np.ndarray]] = []
-    with h5py.File(path, "r") as f:
-        layer_names = [text(n) for n in f.attrs.get("layer_names", [])]
-        if "layer_names" not in f.attrs:  # not a Keras file: take every dataset under its path
-            f.visititems(lambda name, obj: items.append((name, obj[()])) if isinstance(obj, h5py.Dataset) else None)
-        for layer in layer_names:
-            obj = f[layer]
-            if isinstance(obj, h5py.Dataset):  # sharded layout
-                items.append((layer, obj[()]))
-                continue
-            for weight in (text(w) for w in obj.attrs.get("weight_names", [])):
-                parts = weight.split("/")
-                if parts[0] != layer and layer in parts:  # drop the model's own scope before the layer's name
-                    parts = parts[parts.index(layer) :]
-                items.append(("/".join(parts), obj[weight][()]))
-    return dict(_tf_to_torch(name, np.asarray(value)) for name, value in items)
-
-
-def _tf_to_torch(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
-    """TF names and layouts → PyTorch: kernel transposed, gamma/beta → weight/bias.
-
-    The weight-normed positional conv already has PyTorch's layout in TF (weight_v [H, H/groups, K];
-    weight_g [K, 1, 1], reshaped by `normalize_names`).
-    """
-    parts = name.removesuffix(":0").split("/")
-    if len(parts) > 1 and parts[0].startswith("tf_"):  # the Keras model's own scope, e.g. tf_wav2_vec2_for_ctc
-        parts = parts[1:]
-    parts = [p for part in parts for p in part.split("_._")]  # older TF list naming: layers_._0
-    last = parts[-1]
-    if last in ("kernel", "gamma"):
-        parts[-1] = "weight"
-    elif last == "beta":
-        parts[-1] = "bias"
-    if last == "kernel":  # Dense [in, out] → [out, in]; Conv1D [K, in, out] → [out, in, K]
-        value = value.T
-    return ".".join(parts), value
