@@ -9,7 +9,6 @@ bounded by the lookahead window, not by file length or corpus size.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,69 +19,18 @@ import numpy as np
 from .audio import TARGET_SAMPLE_RATE
 from .batching import make_batches, pad_batch
 from .chunking import Chunk, plan_chunks, seconds_to_frames
-from .errors import UsageError, W2VEmbedError
+from .errors import W2VEmbedError
 from .frontends import frontend_for
-from .layers import Layer, LayerSpec, depth, parse_layers
-from .pooling import POOLING_MODES, Pooler, WindowPooler, window_ranges
+from .embed_options import EmbedOptions, check_options
+from .layers import Layer, depth, parse_layers
+from .pooling import Pooler, WindowPooler, window_ranges
 from .runtime import OnnxModel, default_model_path
 
 K = TypeVar("K", bound=Hashable)
-MIN_CHUNK_SECONDS = 1.0  # chunks shorter than this are mostly context; the default is 30
 # Frame-level files with more than this in frames are streamed to the sink chunk by chunk (a 2-hour
 # file's 13 layers are 14 GB); smaller ones are held whole and batched with their neighbours.
 STREAM_FRAMES_BYTES = 64 << 20
-MIN_WINDOW_SECONDS = 0.02  # one frame of the 50 Hz grid: a shorter window could hold none
 Features = dict[Layer, np.ndarray]
-
-
-@dataclass(frozen=True)
-class EmbedOptions:
-    """What to compute and how to cut it; defaults suit speech corpora of seconds to hours."""
-
-    layers: LayerSpec = "last"  # "last" (last_hidden_state), "all" (0..L), "6,12", "6,last" or a sequence
-    pool: str = "mean"  # mean | max | meanstd | none
-    chunk_seconds: float = 30.0  # files longer than this are chunked; 0 disables (why 30: docs/performance.md)
-    context_seconds: float = 1.5  # extra audio each side of a chunk (> the positional conv's 1.28 s), then dropped
-    batch_size: int | None = None  # most chunks in one batch (default: 4 on CPU, 32 on GPU)
-    max_batch_seconds: float | None = None  # most padded audio in one batch (default: 20 s on CPU, 160 s on GPU)
-    lookahead_seconds: float = 240.0  # audio gathered before batching (longer: less padding, more memory)
-    window_seconds: float = 0.0  # > 0: one pooled row per window of this length instead of per file
-    hop_seconds: float | None = None  # windows start this often (default: window_seconds, no overlap)
-
-    @property
-    def hop(self) -> float:
-        return self.hop_seconds if self.hop_seconds is not None else self.window_seconds
-
-
-def _check_options(options: EmbedOptions) -> None:
-    """Every bad value is refused by the option's name; none is silently replaced by a default."""
-    if options.pool not in POOLING_MODES:
-        raise UsageError(f"--pool {options.pool}: expected one of {', '.join(POOLING_MODES)}")
-    _check_seconds("--chunk-seconds", options.chunk_seconds, zero_ok=True)
-    if 0 < options.chunk_seconds < MIN_CHUNK_SECONDS:  # shorter rounds to zero frames, i.e. silently no chunking
-        raise UsageError(f"--chunk-seconds {options.chunk_seconds:g}: expected 0 (never chunk) or at least {MIN_CHUNK_SECONDS:g}")
-    _check_seconds("--context-seconds", options.context_seconds, zero_ok=True)
-    if options.max_batch_seconds is not None:
-        _check_seconds("--max-batch-seconds", options.max_batch_seconds, zero_ok=False)
-    _check_seconds("lookahead_seconds", options.lookahead_seconds, zero_ok=True)
-    if options.batch_size is not None and options.batch_size < 1:
-        raise UsageError(f"--batch-size {options.batch_size}: expected a whole number >= 1")
-    _check_seconds("--window", options.window_seconds, zero_ok=True)
-    if options.window_seconds > 0:
-        if options.pool == "none":
-            raise UsageError("--window pools each window: use --pool mean, max or meanstd with it")
-        if options.window_seconds < MIN_WINDOW_SECONDS:
-            raise UsageError(f"--window {options.window_seconds:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
-        _check_seconds("--hop", options.hop, zero_ok=False)
-        if options.hop < MIN_WINDOW_SECONDS:  # windows less than a frame apart repeat each other's frames
-            raise UsageError(f"--hop {options.hop:g}: expected at least {MIN_WINDOW_SECONDS:g} s (one frame)")
-    elif options.hop_seconds is not None:
-        raise UsageError("--hop needs --window")
-
-
-def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        raise UsageError(f"{option} {value:g}: expected a finite number of seconds {'>=' if zero_ok else '>'} 0")
 
 
 def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -179,7 +127,7 @@ class Embedder:
         return getattr(self, name)
 
     def _configure(self, options: EmbedOptions) -> None:
-        _check_options(options)
+        check_options(options)
         self.options = options
         self.layers = parse_layers(options.layers, self.info.num_layers)
         self.model.prepare(depth(self.layers, self.info.num_layers))
