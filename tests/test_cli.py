@@ -291,3 +291,33 @@ def test_info_on_an_unfinished_output_says_what_load_says(tmp_path):
     result = CliRunner().invoke(app, ["info", str(out)])
     assert result.exit_code == 1
     assert result.output == f"error: {out} is not finished yet; rerun the extraction with --resume to complete it\n"
+
+
+def test_an_input_that_repeats_a_listed_file_is_said_and_counted_and_refused_for_km(corpus, onnx_model, tmp_path):
+    """A repeated --files-from line (or a symlink to a listed file) is stored once, under its first name:
+    the run says so and counts it; a .km, one line per input by position, is refused before anything runs."""
+    model = str(onnx_model("group"))
+    first, second = sorted(str(p) for p in corpus.rglob("*.flac"))[:2]
+    (tmp_path / "alias.flac").symlink_to(first)
+    listing = "\n".join([first, second, first, str(tmp_path / "alias.flac")]) + "\n"
+    out = tmp_path / "r.h5"
+    proc = cli("extract", "--files-from", "-", "-o", str(out), "-m", model, "--json-summary", stdin=listing)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["ok"], summary["repeated"]) == (2, 2)
+    proc = cli("extract", "--files-from", "-", "-o", str(out), "-m", model, "--overwrite", stdin=listing)
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: 2 inputs name a file listed before and are stored once, under its first name: {first}" in proc.stderr
+    assert f"{tmp_path / 'alias.flac'} (= {first})" in proc.stderr
+    import w2v_embed
+
+    assert list(w2v_embed.load(out)[0]) == [first, second]
+    codebook = tmp_path / "c.npy"
+    np.save(codebook, np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32))
+    km = tmp_path / "train.km"
+    proc = cli("extract", "--files-from", "-", "-o", str(km), "-m", model, "--units", str(codebook), "--layers", "2",
+               stdin=listing)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "one line per input" in lines[0], proc.stderr
+    assert not km.exists() and not list(tmp_path.glob("train.km*"))

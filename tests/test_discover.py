@@ -116,10 +116,16 @@ def test_missing_input_is_returned_not_raised(corpus):
     assert found[1].path == Path("nope/missing.wav")
 
 
-def test_duplicates_keep_the_first(corpus):
-    found = names(discover(["corpus/b.wav", "corpus", "corpus/sub", "corpus/b.wav"]))
+def test_duplicates_keep_the_first_and_are_listed_as_repeats(corpus):
+    listing = discover(["corpus/b.wav", "corpus", "corpus/sub", "./corpus//b.wav"])
+    found = names(listing)
     assert found.count("corpus/b.wav") == 1 and found.count("corpus/sub/b.flac") == 1
     assert found[0] == "corpus/b.wav" and len(found) == 6
+    assert listing.repeats == [  # (the name dropped, the name it is stored under), in listing order
+        ("corpus/b.wav", "corpus/b.wav"), ("corpus/sub/b.flac", "corpus/sub/b.flac"),
+        ("corpus/sub/deeper/c.MP3", "corpus/sub/deeper/c.MP3"), ("corpus/b.wav", "corpus/b.wav"),
+    ]
+    assert discover(["corpus"]).repeats == []
 
 
 
@@ -170,8 +176,10 @@ def test_symlinked_and_broken_files_are_included(tmp_path, monkeypatch):
     (tmp_path / "d" / "c.wav").symlink_to(tmp_path / "gone.wav")  # broken: the pipeline reports it
     (tmp_path / "d" / "c.txt").symlink_to(tmp_path / "gone.txt")  # broken, wrong extension
     found = discover(["d"])
-    assert names(found) == ["d/a.wav", "d/b.wav", "d/c.wav"]
+    assert names(found) == ["d/a.wav", "d/b.wav", "d/c.wav"] and found.repeats == []
     assert found[2].path.is_symlink() and not found[2].path.exists()
+    both = discover(["d", "real"])  # the link's target under its own name: one file, stored under the link's
+    assert names(both) == ["d/a.wav", "d/b.wav", "d/c.wav"] and both.repeats == [("real/target.wav", "d/b.wav")]
 
 
 def test_read_file_list():

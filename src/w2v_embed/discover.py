@@ -29,12 +29,21 @@ class AudioFile:
     index: int = -1  # position in the whole input listing (rows are stored in this order); -1: not numbered yet
 
 
+class Listing(list[AudioFile]):
+    """The files to embed, and `repeats`: (name, name stored under) for each input dropped because it
+    names a file listed before — said to the user, since a row per input is what a manifest expects."""
+
+    def __init__(self, files: Iterable[AudioFile] = (), repeats: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(files)
+        self.repeats = list(repeats)
+
+
 def discover(
     inputs: Sequence[str],
     extensions: Collection[str] = DEFAULT_EXTENSIONS,
     recursive: bool = True,
     follow_symlinks: bool = False,
-) -> list[AudioFile]:
+) -> Listing:
     """Expand files and folders into the files to embed, in a deterministic order.
 
     - A file input is taken as given, whatever its extension; its name is the string as typed.
@@ -52,11 +61,12 @@ def discover(
       records it under /failed and the rest of the walk goes on.
     - Names lose "." parts and repeated or trailing slashes: "./corpus/a.wav" is "corpus/a.wav".
     - A file is returned once, under the first name it was found by: later duplicates of a name,
-      and other names of the same existing file ("c/a.wav", "/data/c/a.wav", a hard link), are dropped.
+      and other names of the same existing file ("c/a.wav", "/data/c/a.wav", a symlink or hard link),
+      are dropped, and listed in the result's `repeats`.
     """
     wanted = _normalize_extensions(extensions)
-    seen: set[str | tuple[int, int]] = set()
-    found: list[AudioFile] = []
+    seen: dict[str | tuple[int, int], str] = {}  # name or (device, inode) -> the name stored
+    found = Listing()
     for raw in inputs:
         if not raw:
             continue
@@ -66,9 +76,12 @@ def discover(
         for file in candidates:
             file = dataclasses.replace(file, name=_clean_name(file.name))
             keys = {file.name, _identity(str(file.path))} - {None}
-            if not keys & seen:
-                seen.update(keys)
+            first = next((seen[key] for key in keys if key in seen), None)
+            if first is None:
+                seen.update(dict.fromkeys(keys, file.name))
                 found.append(file)
+            else:
+                found.repeats.append((file.name, first))
     return found
 
 

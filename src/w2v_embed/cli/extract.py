@@ -182,6 +182,12 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
+    repeats = getattr(files, "repeats", [])
+    if repeats and units_args is not None and output.suffix == ".km":
+        raise UsageError(f"{output}: a .km has one line per input, by position, but {_repeated(repeats)}; "
+                         "list each file once (or write units to an .h5, keyed by name)")
+    if repeats and not quiet and not json_summary:
+        err.print(f"[yellow]note:[/] {shown(_repeated(repeats))}", highlight=False)
     if shard is not None:
         deal = select(files, shard)
         options = replace(options, shard=str(shard), total_files=deal.total, shard_deal=deal.fingerprint)
@@ -196,7 +202,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if json_summary:
         print(json.dumps({
             "output": str(summary.output), "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
-            "truncated": summary.truncated,
+            "truncated": summary.truncated, "repeated": len(repeats),
             "audio_seconds": round(summary.audio_seconds, 3), "wall_seconds": round(summary.wall_seconds, 3),
             "realtime_factor": round(summary.realtime_factor, 2), "failures": [list(f) for f in summary.failures],
         }))
@@ -209,3 +215,12 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         )
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _repeated(repeats: list[tuple[str, str]], shown_at_most: int = 3) -> str:
+    """What discovery dropped, said: each input stored once is what a manifest's reader must know."""
+    names = [name if name == first else f"{name} (= {first})" for name, first in repeats[:shown_at_most]]
+    more = f" and {len(repeats) - shown_at_most} more" if len(repeats) > shown_at_most else ""
+    inputs = "1 input names" if len(repeats) == 1 else f"{len(repeats)} inputs name"
+    return f"{inputs} a file listed before and are stored once, under its first name: {', '.join(names)}{more}"
+
