@@ -182,3 +182,34 @@ def test_missing_extra_is_one_line_naming_it(outputs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kaldiio", None)
     result = convert(outputs["frames"], "--to", "kaldi", "-o", tmp_path)
     assert result.exit_code == 1 and "'interop' extra" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("to", "pool", "dest"), [("kaldi", "none", "kd"), ("fairseq", "none", "fs"), ("parquet", "mean", "x.parquet")])
+def test_a_name_that_is_not_utf8_is_one_error_and_leaves_nothing(onnx_model, tmp_path, to, pool, dest):
+    """extract keeps such names byte for byte; these formats hold names as UTF-8 text, so the
+    conversion stops with one line naming the row instead of a traceback or a renamed row."""
+    pytest.importorskip({"kaldi": "kaldiio", "fairseq": "numpy", "parquet": "pyarrow"}[to])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    name = os.fsdecode(b"caf\xe9.wav")
+    for stem in ("a.wav", name):
+        sf.write(os.fsencode(corpus / stem), np.random.default_rng(0).uniform(-0.3, 0.3, 16000).astype(np.float32), 16000)
+    out = extract(onnx_model("group"), tmp_path / "o.h5", str(corpus), "--pool", pool)
+    result = convert(out, "--to", to, "-o", tmp_path / "conv" / dest)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "caf\\xe9.wav" in lines[0] and "UTF-8" in lines[0]
+    assert not (tmp_path / "conv").exists()  # nor the folders made for it
+
+
+def test_a_segment_source_that_is_not_utf8_is_refused_by_name(tmp_path):
+    pytest.importorskip("pyarrow")
+    from w2v_embed.sinks.parquet import ParquetSink
+    from w2v_embed.store.sink import Row
+
+    sink = ParquetSink(tmp_path / "new" / "s.parquet", ["last"])
+    source = os.fsdecode(b"rec/caf\xe9.wav")
+    with pytest.raises(W2VEmbedError, match=r"caf\udce9.wav: not UTF-8 .* Parquet"):
+        sink.add(Row(0, "utt-1", 16000, 16000, {"last": np.zeros(4, np.float32)}, (source, 0.0, 1.0)))
+    sink.abort()
+    assert not (tmp_path / "new").exists()

@@ -28,8 +28,11 @@ class StagedSink:
     misalignment with the manifest.
     """
 
+    FORMAT = ""  # the format's name, for errors
+
     def __init__(self, dest: Path) -> None:
         self.dest = Path(dest)
+        self._made = [f for f in (self.dest, *self.dest.parents) if not f.exists()]  # abort removes them, when empty
         self.done: set[str] = set()
         self.summary = SinkSummary()
         self._staged: dict[Path, Path] = {}  # final name -> temp name
@@ -49,6 +52,10 @@ class StagedSink:
                 f"row {row.index} ({row.name}) arrived after row {self._last_index}: this writer needs rows in input order"
             )
         self._last_index = row.index
+        for text in (row.name, row.segment[0] if row.segment else ""):
+            if not _is_utf8(text):
+                raise W2VEmbedError(f"{text}: not UTF-8 (extract keeps names byte for byte), and {self.FORMAT} holds names "
+                                    "as UTF-8 text; rename the file and extract it again")
         self._write(row)
         self.summary.rows += 1
 
@@ -72,6 +79,11 @@ class StagedSink:
         for temp in self._staged.values():
             temp.unlink(missing_ok=True)
         self._staged = {}
+        for folder in self._made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (or gone): it holds what others put there
 
     def _write(self, row: Row) -> None:
         raise NotImplementedError
@@ -81,3 +93,13 @@ class StagedSink:
 
     def _discard(self) -> None:
         """Close the files without finishing them (they are deleted after)."""
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python's surrogate escapes, e.g. Latin-1 'caf\\xe9')."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+

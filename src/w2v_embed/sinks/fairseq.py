@@ -35,6 +35,8 @@ class FairseqSink(StagedSink):
     folder extract ran in). Sample counts are at the model's 16 kHz.
     """
 
+    FORMAT = "fairseq's manifest"
+
     def __init__(self, dest: Path, layer: Layer, split: str = "train", rank: int = 0, nshard: int = 1, root: str | None = None) -> None:
         super().__init__(dest)
         if not 0 <= rank < nshard:

@@ -22,6 +22,8 @@ class KaldiSink(StagedSink):
     input order (run Kaldi's utils/fix_data_dir.sh if a recipe needs them sorted).
     """
 
+    FORMAT = "Kaldi"
+
     def __init__(self, dest: Path, layer: Layer, frame_shift: float | None) -> None:
         super().__init__(dest)
         kaldiio = optional("kaldiio")

@@ -32,6 +32,8 @@ class ParquetSink(StagedSink):
     `window` is (window_seconds, hop_seconds) for windowed rows, None for pooled ones.
     """
 
+    FORMAT = "Parquet"
+
     def __init__(self, path: Path, layers: list[Layer], sample_rate: int = 16000, window: tuple[float, float] | None = None) -> None:
         path = Path(path)
         super().__init__(path.parent)
