@@ -321,3 +321,24 @@ def test_an_input_that_repeats_a_listed_file_is_said_and_counted_and_refused_for
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "one line per input" in lines[0], proc.stderr
     assert not km.exists() and not list(tmp_path.glob("train.km*"))
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    (["--files-from", "-"], "\n  \n", "error: --files-from -: lists no files"),
+    (["A", "--layers", ""], None, "error: --layers '': expected"),
+    (["A", "-o", "-", "--dtype", "float16"], None, "error: --dtype float16"),
+    (["A", "--units", "C", "--layers", "2", "--pool", "max"], None, "error: --pool max"),
+])
+def test_an_option_that_would_be_ignored_or_an_empty_list_is_one_usage_error(onnx_model, tmp_path, args, stdin, message):
+    """Nothing the user asked for is dropped without a word: --pool with --units (units are per frame),
+    --dtype with -o - (JSON numbers), an empty --layers, and an empty list is said as such."""
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.random.default_rng(0).uniform(-0.3, 0.3, 16_000).astype(np.float32), 16_000)
+    np.save(tmp_path / "c.npy", np.zeros((4, 32), np.float32))
+    args = [str(wav) if a == "A" else str(tmp_path / "c.npy") if a == "C" else a for a in args]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "o.h5")]
+    proc = cli("extract", *args, "-m", str(onnx_model("group")), stdin=stdin)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[0].startswith(message), proc.stderr
+    assert not (tmp_path / "o.h5").exists()

@@ -146,3 +146,11 @@ def test_subfolder_asked_for_of_a_local_folder(tmp_path):
     assert resolve(str(clone), subfolder="german-1st").notes == ()
     with pytest.raises(W2VEmbedError, match="no config.json"):
         resolve(str(clone))  # a folder without config.json is not a checkpoint (nor a repository root)
+
+
+def test_a_name_that_is_neither_a_folder_nor_cached_says_both(tmp_path):
+    """`export nosuchdir`: a mistyped folder reads as a hub id; the one line says it is neither."""
+    proc = cli("export", "nosuchdir", "-o", "x.onnx", cache=hub_cache(tmp_path / "hub", seed_repository()), cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no folder nosuchdir here" in errors[0] and "HF_HUB_OFFLINE" in errors[0]

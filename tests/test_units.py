@@ -300,6 +300,8 @@ def test_probe_ranks_the_one_informative_layer_first(tmp_path):
     csv_rows = (tmp_path / "feats.probe.csv").read_text().splitlines()
     assert csv_rows[0].startswith("layer,accuracy_mean,accuracy_std,best") and csv_rows[3].startswith("2,")
     assert (tmp_path / "feats.probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    too_few = _invoke("probe", feats, "--labels", tmp_path / "labels.csv", "--folds", "30")
+    assert too_few.exit_code == 2 and "label 'cat' has 20 files" in too_few.output, too_few.output  # not np.str_('cat')
 
 
 DOC_SUBSTITUTIONS = {"--layer 6": "--layer 2", "--layers 6": "--layers 2", "--layers 9": "--layers 2", "-k 100": "-k 4"}

@@ -24,7 +24,7 @@ def extract(
     output: Annotated[Path, typer.Option("-o", "--output", help="HDF5 file to write; '-' streams pooled rows to stdout as JSON Lines.")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
     layers: Annotated[Optional[str], typer.Option(help="Layers: 'last' (last_hidden_state), 'all' (0..L), or e.g. 6,12,last (0 = input to the first transformer layer).  [default: last]", show_default=False)] = None,
-    pool: Annotated[str, typer.Option(help="mean | max | meanstd | none (frame-level).")] = "mean",
+    pool: Annotated[Optional[str], typer.Option(help="mean | max | meanstd | none (frame-level).  [default: mean]", show_default=False)] = None,
     window: Annotated[float, typer.Option(help="Seconds: one pooled row per window of a file instead of one per file (with --pool mean|max|meanstd); 0 = off.")] = 0.0,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts (default: --window, no overlap).")] = None,
     files_from: Annotated[Optional[str], typer.Option("--files-from", help="File with one path per line; '-' reads stdin.")] = None,
@@ -92,9 +92,15 @@ def extract(
         fail(UsageError(f"--dtype {dtype}: expected float32 or float16"))
     if (dedup or trust_pickle) and units is None:
         fail(UsageError("--dedup and --trust-pickle go with --units"))
+    if units is not None and pool not in (None, "none"):
+        fail(UsageError(f"--pool {pool}: --units gives one unit per frame, nothing is pooled; leave --pool out"))
+    if str(output) == "-" and dtype != "float32":
+        fail(UsageError(f"--dtype {dtype} is how HDF5 stores features; -o - writes JSON numbers: leave --dtype out"))
+    if layers is not None and not layers.strip():
+        fail(UsageError("--layers '': expected 'last', 'all' or layer numbers, e.g. 6,12,last"))
     # With --units the layer is the codebook's (units.prepare): the Embedder starts from the smallest graph
     # (layer 0), not the full one, so that peak memory holds one model's weights, not two.
-    embed = EmbedOptions("0" if units is not None else layers or "last", pool, chunk_seconds, context_seconds, batch_size, max_batch_seconds,
+    embed = EmbedOptions("0" if units is not None else layers or "last", pool or "mean", chunk_seconds, context_seconds, batch_size, max_batch_seconds,
                          window_seconds=window, hop_seconds=hop)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     options = run(partial(ExtractOptions, mode=mode, dtype=dtype, channel=channel, save_every_files=save_every,
@@ -148,6 +154,8 @@ class _Selection:
                 raise UsageError(f"--files-from {self.files_from}: {exc.strerror}") from exc
             inputs = inputs + read_file_list(os.fsdecode(data).splitlines())  # any bytes: names need not be UTF-8
         if not inputs:
+            if self.files_from is not None:
+                raise UsageError(f"--files-from {self.files_from}: lists no files")
             raise UsageError("no input: give files or folders, or --files-from FILE")
         extensions = tuple(e.strip().lstrip(".").lower() for e in self.ext.split(",")) if self.ext else DEFAULT_EXTENSIONS
         files = discover(inputs, extensions, recursive=self.recursive, follow_symlinks=self.follow_symlinks)

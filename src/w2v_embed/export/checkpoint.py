@@ -261,7 +261,8 @@ class _Hub:
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
             raise W2VEmbedError(
-                f"cannot download {self.repo_id}: {why} and it is not in the local cache; "
+                f"cannot download {self.repo_id}: {why} and it is not in the local cache (and there is no folder "
+                f"{self.repo_id} here); "
                 "download the checkpoint elsewhere and pass its folder instead: w2v-embed export path/to/checkpoint"
             ) from exc
         except (RepositoryNotFoundError, *self.missing) as exc:

@@ -42,6 +42,8 @@ def read_kaldi(folder: Path) -> list[AudioFile]:
         path = recordings.get(parts[1], ("", ""))[0] if len(parts) > 1 else ""
         if len(parts) != 4:
             rows.append((rejected("", parts[0], f"{at}: expected 'utterance recording start end'"), at))
+        elif parts[1] not in recordings:
+            rows.append((rejected("", parts[0], f"{at}: recording {parts[1]} is not in wav.scp"), at))
         elif not path or path.endswith("|"):
             rows.append((rejected("", parts[0], f"{at}: recording {parts[1]} is not a plain path in wav.scp"), at))
         else:

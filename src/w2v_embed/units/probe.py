@@ -101,7 +101,7 @@ def probe(feats: str | Path, labels: str | Path | None = None, group_column: str
         raise W2VEmbedError(f"probe needs at least 2 labels; {feats} has {len(classes)} ({', '.join(classes)})")
     if groups is None:
         if counts.min() < folds:
-            raise UsageError(f"--folds {folds}: label {classes[counts.argmin()]!r} has {counts.min()} files; use fewer folds")
+            raise UsageError(f"--folds {folds}: label '{classes[counts.argmin()]}' has {counts.min()} files; use fewer folds")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         if len(set(groups)) < folds:
