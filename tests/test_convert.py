@@ -213,3 +213,33 @@ def test_a_segment_source_that_is_not_utf8_is_refused_by_name(tmp_path):
         sink.add(Row(0, "utt-1", 16000, 16000, {"last": np.zeros(4, np.float32)}, (source, 0.0, 1.0)))
     sink.abort()
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(("kind", "to", "dest"), [("pooled", "parquet", "x.parquet"), ("frames", "kaldi", "kd"),
+                                                  ("frames", "fairseq", "fs")])
+def test_a_conversion_replaces_what_is_there_only_with_overwrite(outputs, tmp_path, kind, to, dest):
+    pytest.importorskip({"kaldi": "kaldiio", "fairseq": "numpy", "parquet": "pyarrow"}[to])
+    target = tmp_path / dest
+    first = {"parquet": target, "kaldi": target / "feats.scp", "fairseq": target / "train.tsv"}[to]
+    first.parent.mkdir(parents=True, exist_ok=True)
+    first.write_text("precious\n")
+    result = convert(outputs[kind], "--to", to, "-o", target)
+    assert result.exit_code == 2 and f"{first} exists; pass --overwrite" in result.output, result.output
+    assert first.read_text() == "precious\n"
+    os.remove(first)
+    os.mkfifo(first)
+    result = convert(outputs[kind], "--to", to, "-o", target, "--overwrite")
+    assert result.exit_code == 2 and "is a named pipe, not a file" in result.output, result.output
+    os.remove(first)
+    first.write_text("precious\n")
+    assert convert(outputs[kind], "--to", to, "-o", target, "--overwrite").exit_code == 0
+    assert first.read_bytes() != b"precious\n"
+
+
+@pytest.mark.parametrize("to", ["kaldi", "fairseq"])
+def test_a_folder_format_onto_a_file_is_one_error(outputs, tmp_path, to):
+    plain = tmp_path / "plainfile"
+    plain.write_text("x")
+    result = convert(outputs["frames"], "--to", to, "-o", plain)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: {plain} is a file, not a folder"), result.output

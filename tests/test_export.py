@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,13 @@ def test_export_refuses_an_existing_file_or_a_folder_before_working(checkpoint_d
     monkeypatch.undo()
     export_model(str(checkpoint_dir("group")), ExportOptions(output=existing, verify=False, overwrite=True))
     assert OnnxModel(existing, device="cpu").info.num_layers == 3
+
+
+def test_an_export_onto_a_pipe_is_refused_even_with_overwrite(tmp_path):
+    from w2v_embed.errors import UsageError
+
+    fifo = tmp_path / "m.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"m\.onnx is a named pipe, not a file"):
+        export_model(str(tmp_path / "no-checkpoint-needed"), ExportOptions(output=fifo, overwrite=True))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -197,3 +197,15 @@ def test_merge_streams_everything_and_reruns_after_a_crash(tmp_path):
     merge(tmp_path / "merged.h5", shards, overwrite=True)
     with h5py.File(tmp_path / "merged.h5") as f:
         assert f["offsets"][-1] == sum(len(v) for v in expected.values())
+
+
+def test_merge_onto_a_pipe_is_refused_even_with_overwrite(tmp_path):
+    import os
+    import stat
+
+    shards = _shards(tmp_path, 2)
+    fifo = tmp_path / "merged.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"merged\.h5 is a named pipe, not a file"):
+        merge(fifo, shards, overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not list(tmp_path.glob("merged.h5?*"))

@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -632,3 +633,13 @@ def test_a_streamed_row_must_match_the_run_s_segments_like_an_added_one(tmp_path
         assert [p.decode() for p in f["source_path"][:]] == ["rec.wav"]
         assert list(f["segment_start"][:]) == [1.5] and list(f["segment_end"][:]) == [2.25]
     np.testing.assert_array_equal(load(out, layer=12)[name_of(1)], features(1, info)[12])
+
+
+@pytest.mark.parametrize("mode", ["new", "overwrite", "resume"])
+def test_an_output_that_is_a_pipe_or_device_is_refused_and_left_as_it_is(tmp_path, mode):
+    """A rename over it would replace it with a file (`-o /dev/null --overwrite` as root broke /dev/null)."""
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"pipe\.h5 is a named pipe, not a file"):
+        FeatureWriter(fifo, info_for(), mode)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(os.listdir(tmp_path)) == ["pipe.h5"]  # no lock, no parts

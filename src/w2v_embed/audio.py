@@ -26,6 +26,7 @@ import soundfile as sf
 from . import ffmpeg
 from .errors import AudioError, one_line
 from .ffmpeg import FFMPEG_HINT, ffmpeg_executable
+from .paths import special_kind
 from .resample import Source, carve, past_end, resample_blocks
 
 __all__ = ["FFMPEG_HINT", "MAX_OVERSHOOT", "TARGET_SAMPLE_RATE", "AudioError", "Decoded", "decode", "decode_segments",
@@ -176,18 +177,12 @@ def _check_path(path: Path) -> None:
     if stat.S_ISDIR(info.st_mode):
         raise AudioError(f"cannot decode {path}: is a directory")
     if not stat.S_ISREG(info.st_mode):  # never open one: reading a FIFO blocks until a writer comes
-        raise AudioError(f"cannot decode {path}: not a regular file ({_special_kind(info.st_mode)})")
+        raise AudioError(f"cannot decode {path}: not a regular file ({special_kind(info.st_mode)})")
     size = info.st_size
     if not os.access(path, os.R_OK):
         raise AudioError(f"cannot decode {path}: permission denied")
     if size == 0:
         raise AudioError(f"cannot decode {path}: empty file (0 bytes)")
-
-
-def _special_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"))  # fmt: skip
-    return next((words for test, words in kinds if test(mode)), "not a file")
 
 
 def _check_rate(path: Path, rate: int) -> None:

@@ -20,6 +20,7 @@ def convert(
     rank: Annotated[int, typer.Option(help="fairseq: this file's shard number, in the file names.")] = 0,
     nshard: Annotated[int, typer.Option(help="fairseq: shards of the split, in the file names.")] = 1,
     root: Annotated[str | None, typer.Option(help="fairseq: the manifest's root folder [default: the folder holding every name].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files of the same names in the destination.")] = False,
 ) -> None:
     """Convert an output for another toolkit, streamed row by row in stored order.
 
@@ -31,10 +32,11 @@ def convert(
 
       w2v-embed convert pooled.h5 --to parquet -o pooled.parquet
     """
-    run(_convert, path, to, dest, layer, split, rank, nshard, root)
+    run(_convert, path, to, dest, layer, split, rank, nshard, root, overwrite)
 
 
-def _convert(path: Path, to: str, dest: Path, layer: str | None, split: str, rank: int, nshard: int, root: str | None) -> None:
+def _convert(path: Path, to: str, dest: Path, layer: str | None, split: str, rank: int, nshard: int, root: str | None,
+             overwrite: bool) -> None:
     from ..errors import UsageError
     from ..layers import from_text
     from ..sinks.convert import ConvertOptions
@@ -44,6 +46,6 @@ def _convert(path: Path, to: str, dest: Path, layer: str | None, split: str, ran
         chosen = None if layer is None else from_text(layer.strip().lower())
     except ValueError:
         raise UsageError(f"--layer {layer!r}: expected a layer number or 'last'") from None
-    options = ConvertOptions(to, chosen, split, rank, nshard, root)
+    options = ConvertOptions(to, chosen, split, rank, nshard, root, overwrite)
     summary = convert_output(path, dest, options)
     err.print(f"converted {summary.rows} rows ({len(summary.failed)} failed in the output) → {', '.join(shown(p) for p in summary.files)}")

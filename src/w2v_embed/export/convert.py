@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UsageError
 from ..layers import LAST, output_name
+from ..paths import check_output
 from ..runtime import MODELS_DIR, ModelInfo
 from .checkpoint import Checkpoint, require_export_extra, resolve
 from .reference import load_reference_model
@@ -125,7 +126,7 @@ def export_model(
     if options.quantize is not None and options.quantize not in PRECISIONS:
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
     target = Path(options.output) if options.output else default_output(source)
-    _check_target(target, options.overwrite)
+    check_output(target, options.overwrite, example="model.onnx")  # before minutes of export and verification
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir, options.adapter)
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
@@ -158,9 +159,3 @@ def export_model(
     return ExportResult(target, info, report, time.perf_counter() - started, quantization, checkpoint.notes)
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    """Refuse before minutes of export and verification, and never replace a model silently."""
-    if target.is_dir():
-        raise UsageError(f"{target} is a folder; give a file name, e.g. {target / 'model.onnx'}")
-    if target.exists() and not overwrite:
-        raise UsageError(f"{target} exists; pass --overwrite to replace it")

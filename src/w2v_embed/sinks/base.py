@@ -5,10 +5,12 @@ interrupted conversion leaves no half files behind), and the summary they close 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import W2VEmbedError
+from ..errors import UsageError, W2VEmbedError
+from ..paths import check_output
 from ..store.sink import Row
 
 
@@ -30,8 +32,14 @@ class StagedSink:
 
     FORMAT = ""  # the format's name, for errors
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, files: Sequence[str], replace: bool = False) -> None:
+        """`files`: the names this writer will put in `dest`, checked here before anything is written: an
+        existing one is replaced only with `replace`, and never a folder, device or pipe."""
         self.dest = Path(dest)
+        if self.dest.exists() and not self.dest.is_dir():
+            raise UsageError(f"{self.dest} is a file, not a folder: {self.FORMAT} output is a folder of files; give a folder name")
+        for name in files:
+            check_output(self.dest / name, replace, example=name)
         self._made = [f for f in (self.dest, *self.dest.parents) if not f.exists()]  # abort removes them, when empty
         self.done: set[str] = set()
         self.summary = SinkSummary()

@@ -27,6 +27,7 @@ class ConvertOptions:
     rank: int = 0
     nshard: int = 1
     root: str | None = None  # fairseq: the manifest's root folder (default: the one holding every name)
+    overwrite: bool = False  # replace files of the same names in the destination
 
 
 def convert(path: str | Path, dest: str | Path, options: ConvertOptions) -> SinkSummary:
@@ -53,19 +54,19 @@ def _sink(out: Output, dest: Path, options: ConvertOptions) -> StagedSink:
         from .kaldi import KaldiSink
 
         shift = _row_shift(out)
-        return KaldiSink(dest, layer, shift)
+        return KaldiSink(dest, layer, shift, options.overwrite)
     if options.to == "fairseq":
         from .fairseq import FairseqSink
 
         if _row_shift(out) is None:
             raise UsageError(f"{out.path} is pooled (one vector per file): fairseq's k-means layout holds frames; extract with --pool none")
-        return FairseqSink(dest, layer, options.split, options.rank, options.nshard, options.root)
+        return FairseqSink(dest, layer, options.split, options.rank, options.nshard, options.root, options.overwrite)
     from .parquet import ParquetSink
 
     if out.frame_level:
         raise UsageError(f"{out.path} holds frames: Parquet takes pooled or windowed rows; use --to kaldi or --to fairseq")
     window = (out.attrs["window_seconds"], out.attrs["hop_seconds"]) if out.windowed else None
-    return ParquetSink(dest, list(out.layers), int(out.attrs["sample_rate"]), window)
+    return ParquetSink(dest, list(out.layers), int(out.attrs["sample_rate"]), window, options.overwrite)
 
 
 def _row_shift(out: Output) -> float | None:

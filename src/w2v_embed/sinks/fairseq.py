@@ -35,14 +35,15 @@ class FairseqSink(StagedSink):
     folder extract ran in). Sample counts are at the model's 16 kHz.
     """
 
-    FORMAT = "fairseq's manifest"
+    FORMAT = "fairseq"
 
-    def __init__(self, dest: Path, layer: Layer, split: str = "train", rank: int = 0, nshard: int = 1, root: str | None = None) -> None:
-        super().__init__(dest)
+    def __init__(self, dest: Path, layer: Layer, split: str = "train", rank: int = 0, nshard: int = 1, root: str | None = None,
+                 replace: bool = False) -> None:
         if not 0 <= rank < nshard:
             raise UsageError(f"--rank {rank} --nshard {nshard}: expected 0 <= rank < nshard")
-        self.layer, self.root = layer, root
         stem = f"{split}_{rank}_{nshard}"
+        super().__init__(dest, [f"{stem}.npy", f"{stem}.len", f"{split}.tsv"], replace)
+        self.layer, self.root = layer, root
         self._npy = open(self.staged(f"{stem}.npy"), "wb")  # noqa: SIM115 (closed in _finish)
         self._npy.write(npy_header((0, 0)))
         self._len = open(self.staged(f"{stem}.len"), "w")  # noqa: SIM115

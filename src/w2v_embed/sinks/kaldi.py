@@ -24,8 +24,8 @@ class KaldiSink(StagedSink):
 
     FORMAT = "Kaldi"
 
-    def __init__(self, dest: Path, layer: Layer, frame_shift: float | None) -> None:
-        super().__init__(dest)
+    def __init__(self, dest: Path, layer: Layer, frame_shift: float | None, replace: bool = False) -> None:
+        super().__init__(dest, ["feats.ark", "feats.scp", *(["utt2num_frames", "frame_shift"] if frame_shift else [])], replace)
         kaldiio = optional("kaldiio")
         self.layer = layer
         self.ark = self.dest.resolve() / "feats.ark"

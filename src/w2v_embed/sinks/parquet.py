@@ -34,9 +34,10 @@ class ParquetSink(StagedSink):
 
     FORMAT = "Parquet"
 
-    def __init__(self, path: Path, layers: list[Layer], sample_rate: int = 16000, window: tuple[float, float] | None = None) -> None:
+    def __init__(self, path: Path, layers: list[Layer], sample_rate: int = 16000, window: tuple[float, float] | None = None,
+                 replace: bool = False) -> None:
         path = Path(path)
-        super().__init__(path.parent)
+        super().__init__(path.parent, [path.name], replace)
         self.pa, self.pq = optional("pyarrow"), optional("pyarrow.parquet")
         self.layers, self.sample_rate, self.window = layers, sample_rate, window
         self._temp = self.staged(path.name)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import W2VEmbedError
+from ..paths import check_output
 from .files import remove_merge_temps, write_atomically, writing
 from .layout import RESUME_FIELDS, RunInfo, open_finished, read_strings, show_value, stored_info
 from .lock import Lock
@@ -36,8 +37,7 @@ def merge(output: str | Path, inputs: Sequence[str | Path], overwrite: bool = Fa
     output, paths = Path(output), [Path(p) for p in inputs]
     if not paths:
         raise W2VEmbedError("merge: no inputs given")
-    if output.exists() and not overwrite:
-        raise W2VEmbedError(f"{output} exists; pass --overwrite to replace it")
+    check_output(output, overwrite, example="merged.h5")
     if any(p.resolve() == output.resolve() for p in paths if p.exists()):
         raise W2VEmbedError(f"{output} is also an input; write the merge to a new file")
     infos, counts = _check_mergeable(paths)

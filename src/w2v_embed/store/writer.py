@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError, W2VEmbedError
+from ..errors import W2VEmbedError
 from ..layers import Layer
+from ..paths import check_output
 from .files import (
     atomic_write_text,
     fsync_dir,
@@ -87,8 +88,7 @@ class FeatureWriter:
         if commit_every_files < 1 or commit_every_seconds < 0:
             raise W2VEmbedError("commit_every_files must be >= 1 and commit_every_seconds >= 0")
         self.path = Path(path)
-        if self.path.is_dir():
-            raise UsageError(f"{self.path} is a folder; give a file name, e.g. {self.path / 'features.h5'}")
+        check_output(self.path, replace=True, example="features.h5")  # a folder or device: refused in any mode
         self.info = info
         self.parts = parts_dir(self.path)
         self.commit_every_files = commit_every_files
