@@ -288,3 +288,17 @@ def test_an_export_onto_a_pipe_is_refused_even_with_overwrite(tmp_path):
     with pytest.raises(UsageError, match=r"m\.onnx is a named pipe, not a file"):
         export_model(str(tmp_path / "no-checkpoint-needed"), ExportOptions(output=fifo, overwrite=True))
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.parametrize(("field", "value"), [("sampling_rate", 8000), ("feature_size", 2)])
+def test_a_feature_extractor_asking_for_other_input_is_refused(checkpoint_dir, tmp_path, field, value):
+    """extract feeds 16 kHz audio (or 80-bin fbank pairs): a telephony model's 8 kHz, which transformers'
+    feature extractor would insist on, is refused at export instead of fed the wrong audio silently."""
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir("stable"), checkpoint)
+    config = checkpoint / "preprocessor_config.json"
+    base = json.loads(config.read_text()) if config.exists() else {}
+    config.write_text(json.dumps({**base, field: value}))
+    with pytest.raises(W2VEmbedError, match=rf"preprocessor_config\.json: {field} {value}, but w2v-embed feeds"):
+        export_model(str(checkpoint), ExportOptions(output=tmp_path / "m.onnx", verify=False))
+    assert not (tmp_path / "m.onnx").exists()

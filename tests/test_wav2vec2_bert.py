@@ -152,3 +152,18 @@ def test_an_adapter_is_refused_by_name(tmp_path):
     folder = make_w2v_bert_checkpoint(tmp_path / "ck", add_adapter=True, num_adapter_layers=1)
     with pytest.raises(W2VEmbedError, match="adapter"):
         export_model(str(folder), ExportOptions(output=tmp_path / "m.onnx"))
+
+
+@pytest.mark.parametrize(("field", "value"), [("num_mel_bins", 128), ("stride", 3), ("sampling_rate", 8000)])
+def test_a_feature_extractor_unlike_the_fbank_front_end_is_refused(tmp_path, field, value):
+    """The front end computes SeamlessM4TFeatureExtractor's defaults; a checkpoint whose own feature
+    extractor differs would be verified against the defaults and fed the wrong features."""
+    import json
+
+    from w2v_embed.export import ExportOptions, export_model
+
+    folder = make_w2v_bert_checkpoint(tmp_path / "ck")
+    config = folder / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), field: value}))
+    with pytest.raises(W2VEmbedError, match=rf"preprocessor_config\.json: {field} {value}, but w2v-embed feeds"):
+        export_model(str(folder), ExportOptions(output=tmp_path / "m.onnx", verify=False))

@@ -42,6 +42,12 @@ ARCHITECTURE_FIELDS = (
 )
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+# What `extract` feeds each front end, in the feature extractor's own words (Wav2Vec2FeatureExtractor,
+# SeamlessM4TFeatureExtractor); a checkpoint asking for something else is refused at export.
+FED_INPUT: dict[str, dict[str, object]] = {
+    "waveform": {"sampling_rate": 16000, "feature_size": 1},
+    "fbank": {"sampling_rate": 16000, "feature_size": 80, "num_mel_bins": 80, "stride": 2},
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,19 @@ class Checkpoint:
         """From preprocessor_config.json; transformers' feature extractor defaults to True."""
         path = self.preprocessor
         return bool(_read_json(path).get("do_normalize", True)) if path is not None and path.exists() else True
+
+    def check_feature_extractor(self, frontend: str) -> None:
+        """Refuse a preprocessor_config.json that asks for input other than what `extract` feeds this
+        front end: an 8 kHz telephony model would get 16 kHz audio silently (transformers' feature
+        extractor refuses the mismatched rate), a w2v-BERT with other fbank settings the wrong features."""
+        path = self.preprocessor
+        if path is None or not path.exists():
+            return
+        settings = _read_json(path)
+        for field, fed in FED_INPUT[frontend].items():
+            if field in settings and settings[field] != fed:
+                raise W2VEmbedError(f"{path}: {field} {settings[field]}, but w2v-embed feeds {frontend} models "
+                                    f"{field} {fed}; this model is not supported")
 
     def weights_sha256(self) -> str:
         """Of the weights the model is built from: the files, then the adapter file if any."""

@@ -132,6 +132,7 @@ def export_model(
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
     check_graph_uses(reference)
+    checkpoint.check_feature_extractor(front_end(reference.config)[0])
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
