@@ -98,3 +98,29 @@ def test_datasets_batched_map_is_cached_and_in_input_order(onnx_model, tmp_path,
     cached = ds.map(again, batched=True, batch_size=2)
     assert calls == [] and cached.cache_files == mapped.cache_files
     np.testing.assert_array_equal(np.array(cached["embedding"]), np.array(mapped["embedding"]))
+
+
+@pytest.mark.parametrize(("audio", "rate", "message"), [
+    ("mono", 0, r"sample_rate 0: expected a positive whole number of Hz"),
+    ("mono", [16_000, 16_000], r"sample_rate \[16000, 16000\]: expected a positive whole number of Hz"),
+    ("mono", 16_000.5, r"sample_rate 16000.5: expected"),
+    ("channels_first", 16_000, r"shape \(2, 16000\) looks channels-first .*audio\.T"),
+    ("row", 16_000, r"shape \(1, 16000\) looks channels-first"),
+])
+def test_a_bad_rate_or_channels_first_audio_is_one_error_not_garbage(onnx_model, audio, rate, message):
+    """torchaudio returns (channels, samples): averaged as (samples, channels) it gave 'too short: 2
+    samples', or with >= 400 channels garbage; a list of rates or 0 Hz raised soxr's own errors."""
+    emb = Embedder(onnx_model("group"), device="cpu")
+    x = _signals()[1][:16_000]
+    signal = {"mono": x, "channels_first": np.stack([x, x]), "row": x[None]}[audio]
+    with pytest.raises(W2VEmbedError, match=message):
+        emb.embed_batch([signal], rate)
+
+
+def test_a_torch_tensor_and_a_whole_float_rate_are_taken(onnx_model):
+    torch = pytest.importorskip("torch")
+    emb = Embedder(onnx_model("group"), device="cpu")
+    x = _signals()[1]
+    want = emb.embed(x, 16_000)["last"]
+    tensor = torch.from_numpy(x.copy()).requires_grad_(True)  # as a model's output would be: np.asarray fails on it
+    np.testing.assert_array_equal(emb.embed(tensor, 16_000.0)["last"], want)

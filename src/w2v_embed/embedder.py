@@ -9,6 +9,7 @@ bounded by the lookahead window, not by file length or corpus size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,17 +34,26 @@ STREAM_FRAMES_BYTES = 64 << 20
 Features = dict[Layer, np.ndarray]
 
 
-def to_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Accept (samples,) or (samples, channels) at any rate, like soundfile returns it."""
+def to_mono_16k(audio: Any, sample_rate: float) -> np.ndarray:
+    """Accept (samples,) or (samples, channels) at any rate, as soundfile returns it (a torch tensor
+    too); channels-first audio (torchaudio's layout) is refused rather than averaged into garbage."""
     import soxr
 
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.number)) or not (
+            math.isfinite(sample_rate) and sample_rate > 0 and int(sample_rate) == sample_rate):
+        raise W2VEmbedError(f"sample_rate {sample_rate!r}: expected a positive whole number of Hz, one for all signals")
+    if hasattr(audio, "detach"):  # a torch tensor, maybe on a GPU or needing grad: torch is never imported here
+        audio = audio.detach().cpu().numpy()
     x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 2 and x.shape[0] < x.shape[1]:
+        raise W2VEmbedError(f"audio of shape {x.shape} looks channels-first (torchaudio's layout); "
+                            "pass (samples,) or (samples, channels), e.g. audio.T")
     if x.ndim == 2:
         x = x.mean(axis=1, dtype=np.float32)
     if x.ndim != 1:
         raise W2VEmbedError(f"audio must be (samples,) or (samples, channels), got shape {x.shape}")
     if sample_rate != TARGET_SAMPLE_RATE:
-        x = soxr.resample(x, sample_rate, TARGET_SAMPLE_RATE, quality="HQ")
+        x = soxr.resample(x, int(sample_rate), TARGET_SAMPLE_RATE, quality="HQ")
     return x
 
 
