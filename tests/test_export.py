@@ -302,3 +302,21 @@ def test_a_feature_extractor_asking_for_other_input_is_refused(checkpoint_dir, t
     with pytest.raises(W2VEmbedError, match=rf"preprocessor_config\.json: {field} {value}, but w2v-embed feeds"):
         export_model(str(checkpoint), ExportOptions(output=tmp_path / "m.onnx", verify=False))
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(("opset", "message"), [(11, r"--opset 11: expected 12 or later"),
+                                                 (0, r"--opset 0: expected 12 or later"),
+                                                 (99, r"--opset 99: .*99")])
+def test_an_opset_the_graph_or_the_exporter_cannot_take_is_one_usage_error(checkpoint_dir, tmp_path, opset, message):
+    from w2v_embed.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=tmp_path / "m.onnx", opset=opset, verify=False))
+    assert sorted(os.listdir(tmp_path)) == []  # no temporary folder left
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error(checkpoint_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(W2VEmbedError, match=r"^cannot write .*file/sub/m\.onnx: "):
+        export_model(str(checkpoint_dir("group")), ExportOptions(output=blocker / "sub" / "m.onnx", verify=False))

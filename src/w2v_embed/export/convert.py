@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError, one_line
 from ..layers import LAST, output_name
 from ..paths import check_output
 from ..runtime import MODELS_DIR, ModelInfo
@@ -28,6 +28,9 @@ from .quantize import PRECISIONS, reduce_precision
 from .verify import VerificationError, VerificationReport, verify
 
 
+MIN_OPSET = 12  # Clip on int64 (the lengths), opset 12's
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """How to export; the defaults are what most users want."""
@@ -36,7 +39,7 @@ class ExportOptions:
     revision: str | None = None
     subfolder: str | None = None
     cache_dir: str | None = None
-    opset: int = 17
+    opset: int = 17  # MIN_OPSET up to what torch's TorchScript exporter takes
     verify: bool = True
     tolerance: float = 1e-4
     quantize: str | None = None  # "int8": dynamic int8 MatMuls for CPU; "fp16": half precision for CUDA
@@ -101,18 +104,23 @@ def write_onnx(reference: object, path: Path, opset: int) -> None:
     dummy = wrapper.example_inputs()
     axes = {names[0]: {0: "batch", 1: "time"}, "lengths": {0: "batch"}}
     axes.update({name: {0: "batch", 1: "frames"} for name in outputs})
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            dummy,
-            str(path),
-            input_names=names,
-            output_names=outputs,
-            dynamic_axes=axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                dummy,
+                str(path),
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except (RuntimeError, ValueError) as exc:
+        if "opset" not in str(exc).lower():
+            raise
+        raise UsageError(f"--opset {opset}: {one_line(exc)} (torch {torch.__version__}'s exporter)") from None
 
 
 def export_model(
@@ -125,6 +133,8 @@ def export_model(
     started = time.perf_counter()
     if options.quantize is not None and options.quantize not in PRECISIONS:
         raise UsageError(f"--quantize {options.quantize}: expected one of {', '.join(PRECISIONS)}")
+    if options.opset < MIN_OPSET:
+        raise UsageError(f"--opset {options.opset}: expected {MIN_OPSET} or later (the graph clips int64 lengths)")
     target = Path(options.output) if options.output else default_output(source)
     check_output(target, options.overwrite, example="model.onnx")  # before minutes of export and verification
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir, options.adapter)
@@ -133,10 +143,12 @@ def export_model(
     reference = load_reference_model(checkpoint)
     check_graph_uses(reference)
     checkpoint.check_feature_extractor(front_end(reference.config)[0])
-    target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    try:
+        work.mkdir(parents=True)
+    except OSError as exc:
+        raise W2VEmbedError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         model = work / target.name
         (work / "raw").mkdir()
