@@ -17,7 +17,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write (default: models/NAME.onnx).")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the repository or folder, inside it (default: the root, or the one sub-folder with weights).")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset: 12 up to what torch's TorchScript exporter takes (20 in torch 2.13).")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset: 12 up to what torch's TorchScript exporter takes.")] = 17,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
