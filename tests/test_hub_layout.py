@@ -154,3 +154,21 @@ def test_a_name_that_is_neither_a_folder_nor_cached_says_both(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "no folder nosuchdir here" in errors[0] and "HF_HUB_OFFLINE" in errors[0]
+
+
+def test_a_checkpoint_only_in_a_sub_folder_is_named_with_subfolder_cached_or_cloned(tmp_path):
+    """No root config.json: the one line names the sub-folder that holds a checkpoint, for the hub cache
+    (it used to say the repository was not cached) and for a cloned folder alike; --subfolder then works."""
+    files = {k: v for k, v in seed_repository().items() if k != "config.json"}
+    proc = cli("export", REPO, "-o", "x.onnx", cache=hub_cache(tmp_path / "hub", files), cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "no config.json at its root" in errors[0] and "--subfolder german-1st" in errors[0], errors[0]
+    clone = tmp_path / "clone"
+    for name, content in files.items():
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        (clone / name).write_bytes(content)
+    with pytest.raises(W2VEmbedError, match=r"clone: no config\.json at its root, but sub-folder german-1st holds a "
+                                            r"checkpoint: pick it with --subfolder german-1st"):
+        resolve(str(clone))
+    assert resolve(str(clone), subfolder="german-1st").folder == clone / "german-1st"

@@ -142,6 +142,15 @@ def _pick_folder(candidates: list[str], where: str) -> str:
     return candidates[0]
 
 
+def _no_config(where: str, candidates: list[str]) -> W2VEmbedError:
+    """No config.json where asked: name the sub-folders that hold a checkpoint, which --subfolder picks."""
+    if not candidates:
+        return W2VEmbedError(f"{where}: no config.json here; is this a checkpoint folder?")
+    holds = f"sub-folder {candidates[0]} holds" if len(candidates) == 1 else f"sub-folders {', '.join(candidates)} hold"
+    return UsageError(f"{where}: no config.json at its root, but {holds} a checkpoint: pick it with "
+                      f"--subfolder {candidates[0]}")
+
+
 def _notes(found: str, root_config: Path, config: Path) -> tuple[str, ...]:
     notes = [f"using the weights in sub-folder {found}/ (none at the folder asked for; --subfolder picks another)"]
     root, used = _read_json(root_config), _read_json(config)
@@ -196,13 +205,21 @@ def resolve(
     )
 
 
+def _names(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return []
+
+
 def _file(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
 def _local(source: str, local: Path, revision: str | None, subfolder: str | None) -> Checkpoint:
-    if not (local / CONFIG).exists():
-        raise W2VEmbedError(f"{local}: no config.json here; is this a checkpoint folder?")
+    if not (local / CONFIG).exists():  # sub-folders one level down only: `local` may be any folder
+        below = [f"{d.name}/{name}" for d in sorted(local.iterdir()) if d.is_dir() for name in _names(d)]
+        raise _no_config(str(local), weight_folders(below))
     preprocessor = local / PREPROCESSOR
     try:
         weights = find_weights(local)
@@ -254,6 +271,14 @@ class _Hub:
                 return path.parent
         return None
 
+    def cached_snapshot(self) -> Path | None:
+        """The repository's snapshot in the local cache at the revision, if there is one."""
+        try:
+            return Path(self.hub.snapshot_download(self.repo_id, revision=self.revision, cache_dir=self.cache_dir,
+                                                   local_files_only=True))
+        except Exception:  # not cached, or a cache huggingface_hub cannot read: say what we said before
+            return None
+
     def files(self, snapshot: Path) -> list[str]:
         """The repository's file listing at the revision; offline (or unreachable), the cached snapshot's."""
         from huggingface_hub import constants
@@ -277,6 +302,10 @@ class _Hub:
         try:
             config = self.fetch(CONFIG, subfolder)
         except LocalEntryNotFoundError as exc:
+            cached = self.cached_snapshot()
+            if cached is not None:  # the repository is there, without a config.json where asked
+                raise _no_config(self.repo_id + (f"/{subfolder}" if subfolder else ""),
+                                 weight_folders(local_files(cached), subfolder)) from exc
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
             raise W2VEmbedError(
