@@ -65,6 +65,34 @@ def test_an_unpickled_embedder_refuses_another_model_at_its_path(onnx_model, tmp
         pickle.loads(blob).embed(_signals()[0], 16_000)
 
 
+def test_an_unpickled_embedder_refuses_the_same_weights_at_another_precision(onnx_model, checkpoint_dir, tmp_path):
+    """An int8 export of the same checkpoint at the same path is another model: HF datasets' cache key
+    (the pickle) differs, and a copy pickled before the re-export refuses it."""
+    import shutil
+
+    from w2v_embed.export import ExportOptions, export_model
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(onnx_model("group"), path)
+    blob = pickle.dumps(Embedder(path, device="cpu"))
+    export_model(str(checkpoint_dir("group")), ExportOptions(output=path, quantize="int8", overwrite=True, verify=False))
+    assert pickle.dumps(Embedder(path, device="cpu")) != blob
+    with pytest.raises(W2VEmbedError, match="another model than the one this Embedder was pickled with"):
+        pickle.loads(blob).embed(_signals()[0], 16_000)
+
+
+def test_an_embedder_pickled_with_a_relative_path_loads_from_another_folder(onnx_model, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(onnx_model("group"), tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    emb = Embedder("m.onnx", device="cpu")
+    blob = pickle.dumps(emb)
+    monkeypatch.chdir("/")  # a DataLoader worker or a Ray task may start elsewhere
+    x = _signals()[0]
+    np.testing.assert_array_equal(pickle.loads(blob).embed(x, 16_000)["last"], emb.embed(x, 16_000)["last"])
+
+
 def test_datasets_batched_map_is_cached_and_in_input_order(onnx_model, tmp_path, monkeypatch):
     """The docs/frontends.md recipe: a batched map, cached by datasets' fingerprint of the function."""
     datasets = pytest.importorskip("datasets")

@@ -172,3 +172,11 @@ def test_a_checkpoint_only_in_a_sub_folder_is_named_with_subfolder_cached_or_clo
                                             r"checkpoint: pick it with --subfolder german-1st"):
         resolve(str(clone))
     assert resolve(str(clone), subfolder="german-1st").folder == clone / "german-1st"
+
+
+def test_revision_with_a_local_folder_is_refused_not_recorded(tmp_path):
+    """A folder has no revisions: --revision would be written into the model's metadata as its provenance."""
+    from w2v_embed.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--revision abc: .* is a local folder"):
+        resolve(str(FLAX), revision="abc")

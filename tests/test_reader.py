@@ -95,3 +95,16 @@ def test_hugging_face_datasets_map(outputs):
     ds = ds.map(lambda row: {"w2v": out[row["path"]][12]})
     for row in ds:
         np.testing.assert_allclose(row["w2v"], x[paths.index(row["path"])], rtol=1e-6)
+
+
+def test_an_output_pickled_with_a_relative_path_opens_from_another_folder(outputs, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(outputs[1], tmp_path / "f.h5")
+    monkeypatch.chdir(tmp_path)
+    out = w2v_embed.open("f.h5")
+    blob = pickle.dumps(out)
+    monkeypatch.chdir("/")
+    clone = pickle.loads(blob)
+    assert clone.paths == out.paths
+    np.testing.assert_array_equal(clone[out.paths[0]][12], out[out.paths[0]][12])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,17 +123,18 @@ class Embedder:
     def __getstate__(self) -> dict[str, object]:
         if "_spec" in self.__dict__:  # unpickled and not used yet
             return {"_spec": self.__dict__["_spec"]}
-        model = self.model
-        return {"_spec": (str(model.path), *model.requested, self._threads, self.options, self.info.weights_sha256)}
+        model = self.model  # absolute: a DataLoader worker or Ray task may start in another folder
+        identity = (self.info.weights_sha256, self.info.precision)  # an int8 export of the same weights is another model
+        return {"_spec": (os.path.abspath(model.path), *model.requested, self._threads, self.options, identity)}
 
     def __getattr__(self, name: str) -> Any:
         """Called only for attributes not set: an unpickled Embedder loads its model here, on first use."""
         spec = self.__dict__.get("_spec")
         if spec is None or name.startswith("__"):
             raise AttributeError(name)
-        path, device, runtime, threads, options, weights = self.__dict__.pop("_spec")
+        path, device, runtime, threads, options, identity = self.__dict__.pop("_spec")
         self.__init__(path, device=device, threads=threads, options=options, runtime=runtime)
-        if self.info.weights_sha256 != weights:
+        if (self.info.weights_sha256, self.info.precision) != identity:
             raise W2VEmbedError(f"{path}: holds another model than the one this Embedder was pickled with")
         return getattr(self, name)
 

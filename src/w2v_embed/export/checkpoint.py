@@ -190,6 +190,9 @@ def resolve(
     """
     _check_inside(source, subfolder)
     local = Path(source) / (subfolder or "")
+    if local.is_dir() and revision:
+        raise UsageError(f"--revision {revision}: {source} is a local folder, which has no revisions (the model's "
+                         "metadata would record a false one); check the revision out there, or export the hub id")
     if local.is_dir():
         checkpoint = _local(source, local, revision, subfolder)
         return adapters.attach(

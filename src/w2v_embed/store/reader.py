@@ -94,6 +94,7 @@ class Output:
 
     def __init__(self, path: str | Path, layers: list[Layer] | None = None) -> None:
         self.path = Path(path)
+        self._at = self.path.absolute()  # opened lazily, maybe after a chdir or in a worker started elsewhere
         self._wanted = layers
         self._file: Any = None
         self._pid = -1
@@ -171,7 +172,7 @@ class Output:
 
     def _h5(self) -> Any:
         if self._file is None or self._pid != os.getpid():
-            f = open_finished(self.path)
+            f = open_finished(self._at)
             if _identity(f) != self._identity:
                 f.close()
                 raise _replaced(self.path)
@@ -184,11 +185,11 @@ class Output:
         self._file = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_wanted": self._wanted, "_identity": self._identity}
+        return {"path": self.path, "_at": self._at, "_wanted": self._wanted, "_identity": self._identity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _file=None, _pid=-1)
-        with open_finished(self.path) as f:
+        with open_finished(self._at) as f:
             if _identity(f) != self._identity:
                 raise _replaced(self.path)
             self._read_index(f)
