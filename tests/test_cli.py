@@ -291,6 +291,8 @@ def test_info_on_an_unfinished_output_says_what_load_says(tmp_path):
     result = CliRunner().invoke(app, ["info", str(out)])
     assert result.exit_code == 1
     assert result.output == f"error: {out} is not finished yet; rerun the extraction with --resume to complete it\n"
+    result = CliRunner().invoke(app, ["info", str(tmp_path)])  # not HDF5's errno text
+    assert result.output == f"error: {tmp_path} is a folder; give the .h5 file that `w2v-embed extract` wrote\n"
 
 
 def test_an_input_that_repeats_a_listed_file_is_said_and_counted_and_refused_for_km(corpus, onnx_model, tmp_path):

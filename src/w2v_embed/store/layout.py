@@ -48,6 +48,8 @@ _OVERWRITE_HINT = "pass --overwrite to replace it"
 def open_output(path: Path, hint: str = _OVERWRITE_HINT, units: bool | None = False) -> h5py.File:
     """Open a w2v-embed file (output or segment) for reading, or say what is wrong with it; `units`:
     whether it must be a units output (True), a features output (False) or either (None)."""
+    if Path(path).is_dir():
+        raise W2VEmbedError(f"{path} is a folder; {hint}")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
