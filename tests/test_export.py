@@ -320,3 +320,22 @@ def test_an_output_folder_that_cannot_be_made_is_one_error(checkpoint_dir, tmp_p
     blocker.write_text("x")
     with pytest.raises(W2VEmbedError, match=r"^cannot write .*file/sub/m\.onnx: "):
         export_model(str(checkpoint_dir("group")), ExportOptions(output=blocker / "sub" / "m.onnx", verify=False))
+
+
+def test_an_export_over_its_own_checkpoint_is_refused_even_with_overwrite(checkpoint_dir, tmp_path):
+    from w2v_embed.errors import UsageError
+
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(checkpoint_dir("group"), checkpoint)
+    weights = checkpoint / "model.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(UsageError, match=r"model\.safetensors is a file of the checkpoint being exported"):
+        export_model(str(checkpoint), ExportOptions(output=weights, overwrite=True, verify=False))
+    assert weights.read_bytes() == before
+
+
+def test_export_to_stdout_is_refused(checkpoint_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "w2v_embed", "export", str(checkpoint_dir("group")), "-o", "-"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "error: -o -: export writes an ONNX file" in proc.stderr, proc.stderr
+    assert os.listdir(tmp_path) == []

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .console import app, err, out, run, shown
+from ..errors import UsageError
+from .console import app, err, fail, out, run, shown
 
 
 @app.command()
@@ -39,6 +40,8 @@ def export(
     """
     from ..export import ExportOptions
 
+    if output is not None and str(output) == "-":
+        fail(UsageError("-o -: export writes an ONNX file (and maybe its .data); give a file name"))
     options = ExportOptions(output, revision, subfolder, opset=opset, verify=verify, quantize=quantize, overwrite=overwrite,
                             adapter=adapter)
     run(_export, source, options)

@@ -138,6 +138,9 @@ def export_model(
     target = Path(options.output) if options.output else default_output(source)
     check_output(target, options.overwrite, example="model.onnx")  # before minutes of export and verification
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir, options.adapter)
+    sources = [*checkpoint.weights, checkpoint.folder / "config.json", checkpoint.preprocessor, checkpoint.adapter_file]
+    if target.exists() and any(path is not None and path.exists() and path.samefile(target) for path in sources):
+        raise UsageError(f"{target} is a file of the checkpoint being exported; write the model elsewhere")
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
