@@ -150,3 +150,15 @@ def test_actors_run_the_runtime_the_driver_asked_for(local_ray, onnx_model, corp
     paths_local, x_local = load(tmp_path / "local.h5", layer="last")
     assert paths == paths_local
     np.testing.assert_allclose(x, x_local, atol=1e-4)
+
+
+def test_failures_name_files_as_a_local_run_does_for_relative_inputs(local_ray, onnx_model, corpus, tmp_path, monkeypatch):
+    """Workers are sent resolved paths (they start elsewhere); the stored reason names the file as given."""
+    monkeypatch.chdir(corpus.parent)
+    model = onnx_model("group")
+    embedder = Embedder(model, device="cpu", options=EmbedOptions("last"))
+    engine = RayEngine(embedder, model, "cpu", RayOptions(files_per_batch=2))
+    ray_run = extract(discover([corpus.name]), tmp_path / "ray.h5", embedder, ExtractOptions(), engine=engine)
+    local = extract(discover([corpus.name]), tmp_path / "local.h5", embedder, ExtractOptions())
+    assert ray_run.failures and ray_run.failures == local.failures
+    assert all(str(corpus.parent) not in reason for _, reason in ray_run.failures), ray_run.failures

@@ -146,10 +146,10 @@ class RayEngine:
             self.nodes.update(str(n) for n in batch["node"])
             self.runtimes.update(str(r) for r in batch["runtime"])
             for i, index in enumerate(batch["index"]):
-                name = files[int(index)].name
+                file = files[int(index)]
                 error = _untext(batch["error"][i])
                 num_samples, rate = int(batch["num_samples"][i]), int(batch["source_rate"][i])
-                if error:
-                    yield Result(name, num_samples, rate, error=error)
+                if error:  # the worker saw the resolved path: say the file as a local run does
+                    yield Result(file.name, num_samples, rate, error=error.replace(str(Path(file.path).resolve()), str(file.path)))
                 else:
-                    yield Result(name, num_samples, rate, {k: np.asarray(batch[dataset_name(k)][i]) for k in layers})
+                    yield Result(file.name, num_samples, rate, {k: np.asarray(batch[dataset_name(k)][i]) for k in layers})
