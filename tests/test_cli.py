@@ -323,6 +323,10 @@ def test_an_input_that_repeats_a_listed_file_is_said_and_counted_and_refused_for
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "one line per input" in lines[0], proc.stderr
     assert not km.exists() and not list(tmp_path.glob("train.km*"))
+    shard = tmp_path / "units.0.h5"  # shards of units are merged into a .km: refused alike
+    proc = cli("extract", "--files-from", "-", "-o", str(shard), "-m", model, "--units", str(codebook), "--layers", "2",
+               "--shard", "0/2", stdin=listing)
+    assert proc.returncode == 2 and "one line per input" in proc.stderr and not shard.exists(), proc.stderr
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), [

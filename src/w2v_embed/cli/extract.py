@@ -191,9 +191,9 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
     repeats = getattr(files, "repeats", [])
-    if repeats and units_args is not None and output.suffix == ".km":
+    if repeats and units_args is not None and (output.suffix == ".km" or shard is not None):  # shards merge into a .km
         raise UsageError(f"{output}: a .km has one line per input, by position, but {_repeated(repeats)}; "
-                         "list each file once (or write units to an .h5, keyed by name)")
+                         "list each file once (or write units to one .h5, keyed by name)")
     if repeats and not quiet and not json_summary:
         err.print(f"[yellow]note:[/] {shown(_repeated(repeats))}", highlight=False)
     if shard is not None:
