@@ -243,3 +243,17 @@ def test_a_folder_format_onto_a_file_is_one_error(outputs, tmp_path, to):
     result = convert(outputs["frames"], "--to", to, "-o", plain)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.output.startswith(f"error: {plain} is a file, not a folder"), result.output
+
+
+@pytest.mark.parametrize("odd", ["a\tb.wav", "a\nb.wav"])
+def test_a_fairseq_manifest_refuses_a_name_its_lines_cannot_hold(tmp_path, odd):
+    """The .tsv is `relpath TAB num_samples` per line: a tab or newline in a name would shift every later
+    line against the .npy rows instead of failing."""
+    from w2v_embed.sinks.fairseq import FairseqSink
+    from w2v_embed.store.sink import Row
+
+    sink = FairseqSink(tmp_path / "fs", "last")
+    with pytest.raises(W2VEmbedError, match="tab or line break"):
+        sink.add(Row(0, odd, 16000, 16000, {"last": np.zeros((49, 4), np.float32)}))
+    sink.abort()
+    assert not (tmp_path / "fs").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, W2VEmbedError
 from ..layers import Layer
 from ..store.sink import Row
 from .base import StagedSink
@@ -52,6 +52,9 @@ class FairseqSink(StagedSink):
         self._frames, self._width = 0, None
 
     def _write(self, row: Row) -> None:
+        if any(c in row.name for c in "\t\n\r"):
+            raise W2VEmbedError(f"{row.name!r}: a tab or line break in a name would break {self.FORMAT}'s .tsv lines; "
+                                "rename the file")
         feats = np.ascontiguousarray(row.features[self.layer], dtype="<f4")
         if feats.ndim != 2:
             raise UsageError("fairseq's k-means layout holds frames: extract with --pool none (or --window)")
