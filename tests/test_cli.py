@@ -348,3 +348,13 @@ def test_an_option_that_would_be_ignored_or_an_empty_list_is_one_usage_error(onn
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[0].startswith(message), proc.stderr
     assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize(("command", "shown"), [
+    ("extract", "[default: last]"), ("extract", "[default: mean]"), ("convert", "[default: last when stored"),
+    ("convert", "[default: the folder holding every name]"), ("kmeans", "[default: 10"), ("probe", "[default: FEATS.probe.png]"),
+])
+def test_defaults_written_in_help_texts_are_shown_not_eaten_as_markup(command, shown):
+    """rich reads '[default: …]' in a help string as a markup tag and drops it; README sends readers to --help."""
+    proc = cli(command, "--help", env={"COLUMNS": "400", "TERM": "dumb"})
+    assert proc.returncode == 0 and shown in " ".join(proc.stdout.split()), proc.stdout

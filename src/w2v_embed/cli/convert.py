@@ -15,11 +15,11 @@ def convert(
     path: Annotated[Path, typer.Argument(help="A finished output .h5 file.")],
     to: Annotated[str, typer.Option("--to", help="kaldi (feats.ark/scp) | fairseq (HuBERT k-means .npy/.len/.tsv) | parquet.")] = ...,
     dest: Annotated[Path, typer.Option("-o", "--output", help="Folder to write (kaldi, fairseq), or the .parquet file.")] = ...,
-    layer: Annotated[str | None, typer.Option(help="Layer to write (e.g. 6 or last) [default: last when stored, else the deepest; parquet: all stored].")] = None,
+    layer: Annotated[str | None, typer.Option(help="Layer to write (e.g. 6 or last) \\[default: last when stored, else the deepest; parquet: all stored].")] = None,
     split: Annotated[str, typer.Option(help="fairseq: the split name of {split}_{rank}_{nshard}.npy and {split}.tsv.")] = "train",
     rank: Annotated[int, typer.Option(help="fairseq: this file's shard number, in the file names.")] = 0,
     nshard: Annotated[int, typer.Option(help="fairseq: shards of the split, in the file names.")] = 1,
-    root: Annotated[str | None, typer.Option(help="fairseq: the manifest's root folder [default: the folder holding every name].")] = None,
+    root: Annotated[str | None, typer.Option(help="fairseq: the manifest's root folder \\[default: the folder holding every name].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files of the same names in the destination.")] = False,
 ) -> None:
     """Convert an output for another toolkit, streamed row by row in stored order.

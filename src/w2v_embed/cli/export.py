@@ -22,7 +22,7 @@ def export(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare with the reference model.")] = True,
     quantize: Annotated[Optional[str], typer.Option(help="int8: MatMul weights in int8 (CPU); fp16: half precision (CUDA). Checked: cosine >= 0.995 per layer vs float32.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
-    adapter: Annotated[Optional[str], typer.Option(help="MMS models: the language adapter to export, e.g. fra (adapter.fra.safetensors in the repository); without it, the adapters in the main weights file")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="MMS models: the language adapter to export, e.g. fra (adapter.fra.safetensors in the repository); without it, the adapters in the main weights file are used.")] = None,
 ) -> None:
     """Convert a wav2vec2 checkpoint (Flax, TF or PyTorch weights) into a verified ONNX model.
 

@@ -20,7 +20,7 @@ def kmeans(
     layer: Annotated[str, typer.Option(help="The layer whose frames are clustered (a number, or 'last').")] = ...,
     k: Annotated[int, typer.Option("-k", help="Number of clusters (units).")] = ...,
     model: Annotated[Optional[Path], typer.Option("-m", "--model", help="ONNX model (default: $W2V_EMBED_MODEL, else the one in models/).")] = None,
-    sample_hours: Annotated[Optional[float], typer.Option(help="Fit on a seeded reservoir of this many hours of frames (memory: hours × 180,000 × D × 4 bytes).  [default: 10 unless --sample-fraction]", show_default=False)] = None,
+    sample_hours: Annotated[Optional[float], typer.Option(help="Fit on a seeded reservoir of this many hours of frames (memory: hours × 180,000 × D × 4 bytes).  \\[default: 10 unless --sample-fraction]", show_default=False)] = None,
     sample_fraction: Annotated[Optional[float], typer.Option(help="Fit on this fraction of all frames instead, drawn per file (memory grows with the corpus).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample and of k-means.")] = 0,
     engine: Annotated[str, typer.Option(help="faiss (fast) | sklearn (MiniBatchKMeans with fairseq's simple_kmeans settings).")] = "faiss",
@@ -142,8 +142,8 @@ def probe(
     labels: Annotated[Optional[Path], typer.Option(help="CSV of path,label[,group] (a header row names the columns); default: each file's parent folder is its label.")] = None,
     group_column: Annotated[Optional[str], typer.Option(help="Column of --labels whose groups (e.g. speakers) never share a fold.")] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
-    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot to write.  [default: FEATS.probe.png]", show_default=False)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="CSV table to write.  [default: FEATS.probe.csv]", show_default=False)] = None,
+    plot_path: Annotated[Optional[Path], typer.Option("--plot", help="PNG plot to write.  \\[default: FEATS.probe.png]", show_default=False)] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="CSV table to write.  \\[default: FEATS.probe.csv]", show_default=False)] = None,
 ) -> None:
     """Which layer? A cross-validated linear probe (logistic regression on standardised features) per layer.
 
