@@ -257,3 +257,21 @@ def test_a_fairseq_manifest_refuses_a_name_its_lines_cannot_hold(tmp_path, odd):
         sink.add(Row(0, odd, 16000, 16000, {"last": np.zeros((49, 4), np.float32)}))
     sink.abort()
     assert not (tmp_path / "fs").exists()
+
+
+def test_temp_files_of_a_killed_conversion_are_removed_by_the_next(outputs, tmp_path):
+    """kill -9 skips the cleanup: the next conversion into the folder removes the temp files of processes
+    that are gone (kaldiio's .scp beside the ark too), and leaves a running one's alone."""
+    pytest.importorskip("kaldiio")
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dest = tmp_path / "kd"
+    dest.mkdir()
+    stale = [dest / f".feats.ark.partial-{gone}", dest / f".feats.ark.partial-{gone}.scp", dest / f".utt2num_frames.partial-{gone}"]
+    running = dest / f".feats.scp.partial-{os.getppid()}"  # alive, and not this process (whose temp it would be)
+    for path in (*stale, running):
+        path.write_bytes(b"half")
+    assert convert(outputs["frames"], "--to", "kaldi", "-o", dest).exit_code == 0
+    assert not any(p.exists() for p in stale) and running.exists()

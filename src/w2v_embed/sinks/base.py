@@ -5,6 +5,7 @@ interrupted conversion leaves no half files behind), and the summary they close 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class StagedSink:
             raise UsageError(f"{self.dest} is a file, not a folder: {self.FORMAT} output is a folder of files; give a folder name")
         for name in files:
             check_output(self.dest / name, replace, example=name)
+            _remove_stale_temps(self.dest / name)
         self._made = [f for f in (self.dest, *self.dest.parents) if not f.exists()]  # abort removes them, when empty
         self.done: set[str] = set()
         self.summary = SinkSummary()
@@ -101,6 +103,26 @@ class StagedSink:
 
     def _discard(self) -> None:
         """Close the files without finishing them (they are deleted after)."""
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temp files of `final` left by a conversion that was killed (kill -9 skips abort), i.e. of a process
+    that is gone; a running conversion's are left alone."""
+    pattern = re.compile(re.escape(f".{final.name}.partial-") + r"(\d+)(\..*)?")  # kaldiio adds .scp
+    for temp in final.parent.glob(f".{final.name}.partial-*"):
+        found = pattern.fullmatch(temp.name)
+        if found and not _running(int(found.group(1))):
+            temp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's: alive
+    return True
 
 
 def _is_utf8(text: str) -> bool:
