@@ -176,6 +176,7 @@ def test_cuda_without_gpu_is_a_clear_error(corpus, onnx_model, tmp_path):
         pytest.skip("a CUDA runtime is installed here")
     proc = cli("extract", str(corpus), "-o", str(tmp_path / "a.h5"), "-m", str(onnx_model("group")), "--device", "cuda")
     assert proc.returncode == 1 and "onnxruntime-gpu" in proc.stderr and "Traceback" not in proc.stderr
+    assert "CUDA 13" in proc.stderr and "'onnxruntime-gpu<1.27'" in proc.stderr  # as docs/scaling.md says
 
 
 def test_info_on_model(onnx_model):

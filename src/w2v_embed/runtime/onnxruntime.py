@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 CUDA_HELP = (
     "install the GPU runtime instead of the CPU one: pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
-    "(needs an NVIDIA driver with CUDA 12 and cuDNN 9)"
+    "(today's wheels are built for CUDA 13; with CUDA 12 pin 'onnxruntime-gpu<1.27'; both need cuDNN 9: docs/scaling.md)"
 )
 
 
