@@ -335,6 +335,8 @@ def test_an_input_that_repeats_a_listed_file_is_said_and_counted_and_refused_for
     (["A", "--layers", ""], None, "error: --layers '': expected"),
     (["A", "-o", "-", "--dtype", "float16"], None, "error: --dtype float16"),
     (["A", "--units", "C", "--layers", "2", "--pool", "max"], None, "error: --pool max"),
+    (["A", "--ray-timeout", "0"], None, "error: --ray-timeout 0: goes with --ray"),
+    (["A", "--ray-actors", "3"], None, "error: --ray-actors 3: goes with --ray"),
 ])
 def test_an_option_that_would_be_ignored_or_an_empty_list_is_one_usage_error(onnx_model, tmp_path, args, stdin, message):
     """Nothing the user asked for is dropped without a word: --pool with --units (units are per frame),

@@ -109,6 +109,11 @@ def extract(
     if not math.isfinite(progress_seconds) or progress_seconds < 0:
         fail(UsageError(f"--progress-seconds {progress_seconds}: expected a finite number >= 0"))
     ray_options = None
+    given = {"--ray-actors": (ray_actors, 1), "--ray-node-ip": (ray_node_ip, None), "--ray-timeout": (ray_timeout, 60.0)}
+    unused = [f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+              for name, (value, default) in given.items() if value != default]
+    if ray is None and unused:
+        fail(UsageError(f"{unused[0]}: goes with --ray (without it the run is local)"))
     if ray is not None:
         from ..ray_engine import RayOptions
 
