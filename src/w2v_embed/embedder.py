@@ -21,9 +21,9 @@ import numpy as np
 from .audio import TARGET_SAMPLE_RATE
 from .batching import make_batches, pad_batch
 from .chunking import Chunk, plan_chunks, seconds_to_frames
+from .embed_options import EmbedOptions, check_options
 from .errors import W2VEmbedError
 from .frontends import frontend_for
-from .embed_options import EmbedOptions, check_options
 from .layers import Layer, depth, parse_layers
 from .pooling import Pooler, WindowPooler, window_ranges
 from .runtime import OnnxModel, default_model_path

@@ -1,6 +1,7 @@
-"""What a path is, and where an output may be written: every writer (extract's sinks, merge, convert, export) writes under a
-temporary name and renames it over OUT, so OUT must be a plain file or nothing. A rename over a device,
-pipe or socket would replace it with a file: `-o /dev/null --overwrite` run as root broke /dev/null."""
+"""What a path is, and where an output may be written. Every writer (extract's sinks, merge, convert,
+export) writes under a temporary name and renames it over OUT, so OUT must be a plain file or nothing:
+a rename over a device, pipe or socket would replace it with a file (`-o /dev/null --overwrite` run
+as root broke /dev/null)."""
 
 from __future__ import annotations
 

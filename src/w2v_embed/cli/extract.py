@@ -9,13 +9,16 @@ import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import UsageError, W2VEmbedError
 from .console import app, err, fail, run, shown
 from .progress import ProgressBar, ProgressLog
+
+if TYPE_CHECKING:
+    from ..discover import Listing
 
 
 @app.command(epilog="Exit codes: 0 all files embedded, 1 some files failed (see /failed), 2 usage error.")
@@ -138,17 +141,18 @@ class _Selection:
     shard: Optional[str] = None
     segments: Optional[Path] = None
 
-    def files(self) -> list:
+    def files(self) -> Listing:
         if self.segments is None:
             return self._discovered()
+        from ..discover import Listing
         from ..segments import is_rttm, read_segments
 
         given = bool(self.inputs) or self.files_from is not None
         if given and not is_rttm(self.segments):
             raise UsageError("--segments lists the audio itself: give no other inputs (only an .rttm file needs them)")
-        return read_segments(self.segments, self._discovered() if given else ())
+        return Listing(read_segments(self.segments, self._discovered() if given else ()))  # rows: the segments'
 
-    def _discovered(self) -> list:
+    def _discovered(self) -> Listing:
         from ..discover import DEFAULT_EXTENSIONS, discover, read_file_list
 
         inputs = self.inputs
@@ -195,7 +199,7 @@ def _extract(selection: _Selection, output: Path, model: Optional[Path], device:
     if embedder.info.precision == "float16" and embedder.model.device == "cpu" and not quiet:
         err.print("[yellow]note:[/] float16 models are made for --device cuda; on CPU they run slower than float32")
     files = selection.files()
-    repeats = getattr(files, "repeats", [])
+    repeats = files.repeats
     if repeats and units_args is not None and (output.suffix == ".km" or shard is not None):  # shards merge into a .km
         raise UsageError(f"{output}: a .km has one line per input, by position, but {_repeated(repeats)}; "
                          "list each file once (or write units to one .h5, keyed by name)")

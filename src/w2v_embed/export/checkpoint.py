@@ -190,11 +190,11 @@ def resolve(
     """
     _check_inside(source, subfolder)
     local = Path(source) / (subfolder or "")
-    if local.is_dir() and revision:
-        raise UsageError(f"--revision {revision}: {source} is a local folder, which has no revisions (the model's "
-                         "metadata would record a false one); check the revision out there, or export the hub id")
     if local.is_dir():
-        checkpoint = _local(source, local, revision, subfolder)
+        if revision:
+            raise UsageError(f"--revision {revision}: {source} is a local folder, which has no revisions (the model's "
+                             "metadata would record a false one); check the revision out there, or export the hub id")
+        checkpoint = _local(source, local, subfolder)
         return adapters.attach(
             checkpoint, adapter, lambda name: _file(checkpoint.folder / name), lambda: local_files(checkpoint.folder)
         )
@@ -219,7 +219,7 @@ def _file(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _local(source: str, local: Path, revision: str | None, subfolder: str | None) -> Checkpoint:
+def _local(source: str, local: Path, subfolder: str | None) -> Checkpoint:
     if not (local / CONFIG).exists():  # sub-folders one level down only: `local` may be any folder
         below = [f"{d.name}/{name}" for d in sorted(local.iterdir()) if d.is_dir() for name in _names(d)]
         raise _no_config(str(local), weight_folders(below))
@@ -234,10 +234,10 @@ def _local(source: str, local: Path, revision: str | None, subfolder: str | None
         folder = local / found
         own = folder / PREPROCESSOR
         return Checkpoint(
-            folder, source, revision, find_weights(folder), _subfolder(subfolder, found),
+            folder, source, None, find_weights(folder), _subfolder(subfolder, found),
             own if own.exists() else preprocessor, _notes(found, local / CONFIG, folder / CONFIG),
         )
-    return Checkpoint(local, source, revision, weights, _subfolder(subfolder), preprocessor)
+    return Checkpoint(local, source, None, weights, _subfolder(subfolder), preprocessor)  # a folder: no revision
 
 
 class _Hub:

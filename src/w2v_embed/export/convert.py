@@ -19,7 +19,7 @@ from ..errors import UsageError, W2VEmbedError, one_line
 from ..layers import LAST, output_name
 from ..paths import check_output
 from ..runtime import MODELS_DIR, ModelInfo
-from .checkpoint import Checkpoint, require_export_extra, resolve
+from .checkpoint import CONFIG, Checkpoint, require_export_extra, resolve
 from .reference import load_reference_model
 from .coverage import check_graph_uses
 from .families import feat_extract_norm, front_end, stable_layer_norm
@@ -138,14 +138,13 @@ def export_model(
     target = Path(options.output) if options.output else default_output(source)
     check_output(target, options.overwrite, example="model.onnx")  # before minutes of export and verification
     checkpoint = resolve(source, options.revision, options.subfolder, options.cache_dir, options.adapter)
-    sources = [*checkpoint.weights, checkpoint.folder / "config.json", checkpoint.preprocessor, checkpoint.adapter_file]
+    sources = [*checkpoint.weights, checkpoint.folder / CONFIG, checkpoint.preprocessor, checkpoint.adapter_file]
     if target.exists() and any(path is not None and path.exists() and path.samefile(target) for path in sources):
         raise UsageError(f"{target} is a file of the checkpoint being exported; write the model elsewhere")
     for note in checkpoint.notes:
         (notify or (lambda _: None))(note)
     reference = load_reference_model(checkpoint)
     check_graph_uses(reference)
-    checkpoint.check_feature_extractor(front_end(reference.config)[0])
     work = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     try:

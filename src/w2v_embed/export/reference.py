@@ -18,7 +18,7 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
     """The family's transformers PyTorch model (Wav2Vec2Model, HubertModel …) with the checkpoint's
     encoder weights (heads dropped); every other weight of the checkpoint must be one it uses."""
     from .coverage import check_against_model
-    from .families import SUPPORTED_MODEL_TYPES, family
+    from .families import SUPPORTED_MODEL_TYPES, family, front_end
 
     config_path = checkpoint.folder / CONFIG
     config_dict = checkpoint.config
@@ -41,6 +41,7 @@ def load_reference_model(checkpoint: Checkpoint) -> Any:
             model = getattr(transformers, family(model_type).REFERENCE)(config).eval()
     except Exception as exc:  # transformers raises several kinds for a bad config (unknown activation …)
         raise W2VEmbedError(f"{config_path}: cannot build the model it describes ({_reason(exc)})") from exc
+    checkpoint.check_feature_extractor(front_end(config)[0])  # before the weights (minutes for a 2B model)
     expected = model.state_dict()
     arrays = read_state_dict(checkpoint.weights, weight_norm=WEIGHT_G in expected)
     if checkpoint.adapter_file is not None:

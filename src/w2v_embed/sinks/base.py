@@ -121,7 +121,7 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # someone else's: alive
+        pass  # someone else's: alive
     return True
 
 
